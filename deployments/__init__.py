@@ -1,0 +1,1 @@
+"""Turning nodes into running deployments: the catalogue, the gateway, the CLI."""

@@ -1,0 +1,152 @@
+"""`numerai-nodes run`: run a node in this process, against Numerai or a sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from deployments.cli.output import console, err_console, fail, quiet_expected_tracebacks
+
+app = typer.Typer(
+    help="Run a node in this process (no deployment, no worker).", no_args_is_help=True
+)
+
+
+def _parse_params(values: list[str]) -> dict:
+    params: dict = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--param takes KEY=VALUE, got '{item}'")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+@app.command("tournament")
+def tournament(
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Start a local Numerai and submit to it.")
+    ] = False,
+    sandbox_size: Annotated[
+        str, typer.Option(help="Sandbox data size: tiny, small or bench.")
+    ] = "small",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Numerai model name to submit as.")
+    ] = None,
+    data_version: Annotated[str, typer.Option(help="Numerai dataset version.")] = "v5.2",
+    feature_set: Annotated[str, typer.Option(help="Feature set from features.json.")] = "small",
+    target: Annotated[str, typer.Option(help="Target column to train on.")] = "target",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Model parameter KEY=VALUE (repeatable)."),
+    ] = None,
+    trigger_id: Annotated[
+        str | None, typer.Option(help="Trigger id to submit with (Numerai's webhook sets it).")
+    ] = None,
+    round_number: Annotated[
+        int | None, typer.Option("--round", help="Round to predict (default: the open one).")
+    ] = None,
+    score: Annotated[bool, typer.Option(help="Score the model per era on validation data.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the Classic tournament node in-process: download, train or load, predict, submit.
+
+    Without --sandbox it talks to Numerai. Public data needs no keys; with no keys it writes
+    the predictions to a file and does not upload.
+    """
+    params = _parse_params(param or [])
+    with _api(sandbox, sandbox_size) as sandbox_models:
+        from flows.keys import load_keys
+        from flows.settings import load_settings
+        from flows.tournament import TournamentNode
+
+        has_keys = all(load_keys(load_settings()))
+        name = model or (next(iter(sandbox_models)) if sandbox_models else None)
+        if has_keys and not name:
+            raise fail("Name the Numerai model to submit as: --model NAME")
+        if not has_keys:
+            err_console.print(
+                "[yellow]No Numerai keys found (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY): the "
+                "predictions are written to a file and not uploaded.[/]"
+            )
+        node = TournamentNode(
+            numerai_model=name or "my_model",
+            data_version=data_version,
+            feature_set=feature_set,
+            target=target,
+            params=params,
+            score_validation=score,
+            upload=has_keys,
+        )
+        outcome, seconds = _run_flow(node, trigger_id, round_number)
+    _print_outcome(outcome, seconds, as_json)
+
+
+@contextlib.contextmanager
+def _api(sandbox: bool, size: str):
+    """Point this process at a fresh sandbox (yield its models), or at Numerai (yield {})."""
+    if not sandbox:
+        os.environ.setdefault("NUMERAI_NODES_SHOW_PROGRESS", str(sys.stderr.isatty()))
+        yield {}
+        return
+    from deployments.cli.local_sandbox import start_sandbox
+    from flows.settings import load_settings
+
+    try:
+        running = start_sandbox(load_settings().home / "sandbox", size)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    err_console.print(
+        f"Sandbox listening at {running.url} with model(s) {', '.join(running.models)}"
+    )
+    saved = {key: os.environ.get(key) for key in running.env()}
+    os.environ.update(running.env())
+    try:
+        yield running.models
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        running.stop()
+
+
+def _run_flow(node, trigger_id: str | None, round_number: int | None):
+    from flows.errors import NodeError
+    from flows.tournament import tournament_node
+
+    quiet_expected_tracebacks()
+    started = time.perf_counter()
+    state = tournament_node(node, trigger_id, round_number, return_state=True)
+    seconds = time.perf_counter() - started
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, NodeError):
+        raise fail(str(result))
+    if isinstance(result, BaseException):
+        raise fail(f"The node failed unexpectedly: {type(result).__name__}: {result}")
+    return result, seconds
+
+
+def _print_outcome(outcome, seconds: float, as_json: bool) -> None:
+    data = outcome.model_dump(mode="json") | {"seconds": round(seconds, 1)}
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title="Tournament node", show_header=False)
+    for key in ("model_name", "round_number", "status", "submission_id", "trigger_id"):
+        table.add_row(key.replace("_", " "), str(data[key] or "-"))
+    table.add_row("predictions", str(Path(data["predictions_path"])))
+    table.add_row("run time", f"{seconds:.1f} s")
+    console.print(table)

@@ -1,0 +1,63 @@
+"""One exception hierarchy for every expected failure; each message names the cause and the fix."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """An expected failure of a node. Its message is shown to the user as is, without traceback."""
+
+    transient = False
+
+
+class ConfigurationError(NodeError, ValueError):
+    """The node's settings or parameters are wrong."""
+
+
+class MissingKeys(NodeError):
+    """An action needs Numerai API keys and none were found."""
+
+    def __init__(self, action: str = "This action"):
+        super().__init__(
+            f"{action} needs Numerai API keys, and none were found. Set NUMERAI_PUBLIC_ID and "
+            "NUMERAI_SECRET_KEY, or save them in the Prefect Secret blocks "
+            "'numerai-public-id' and 'numerai-secret-key'. Create keys at "
+            "numer.ai -> Account -> Custom API keys, with the upload scope."
+        )
+
+
+class InvalidKeys(NodeError, PermissionError):
+    """Numerai refused the API keys."""
+
+
+class UnknownModel(NodeError, LookupError):
+    """The Numerai account has no model of that name in this tournament."""
+
+
+class RoundClosed(NodeError):
+    """The round no longer takes submissions."""
+
+
+class DatasetNotFound(NodeError, FileNotFoundError):
+    """Numerai does not serve the requested file."""
+
+
+class NumeraiApiError(NodeError):
+    """Numerai's API answered with an error this project has no finer name for."""
+
+
+class NumeraiUnavailable(NodeError, ConnectionError):
+    """Numerai's API (or its file storage) did not answer. Worth retrying."""
+
+    transient = True
+
+
+class UploadRejected(NodeError):
+    """The storage behind Numerai's upload URL refused the predictions file."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class InvalidPredictions(NodeError, ValueError):
+    """The predictions failed validation; nothing was uploaded."""

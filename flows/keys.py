@@ -1,0 +1,40 @@
+"""Numerai API keys: from the environment first, then from Prefect Secret blocks."""
+
+from __future__ import annotations
+
+from flows.numerai import NumeraiClient
+from flows.settings import NodesSettings, load_settings
+
+
+def load_keys(settings: NodesSettings) -> tuple[str | None, str | None]:
+    """Return (public_id, secret_key), or (None, None) when no keys are configured anywhere."""
+    if settings.public_id and settings.secret_key:
+        return settings.public_id.get_secret_value(), settings.secret_key.get_secret_value()
+    public_id = _secret_block(settings.public_id_block)
+    secret_key = _secret_block(settings.secret_key_block)
+    if public_id and secret_key:
+        return public_id, secret_key
+    return None, None
+
+
+def connect(tournament: int, settings: NodesSettings | None = None) -> NumeraiClient:
+    """A Numerai client for `tournament`, with keys if any are configured."""
+    settings = settings or load_settings()
+    public_id, secret_key = load_keys(settings)
+    return NumeraiClient(
+        settings.api_url,
+        public_id,
+        secret_key,
+        tournament=tournament,
+        show_progress=settings.show_progress,
+    )
+
+
+def _secret_block(name: str) -> str | None:
+    """The value of a Prefect Secret block, or None if it does not exist or Prefect is away."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name, _sync=True).get())
+    except Exception:  # a missing block, or no Prefect API: both mean "no keys here"
+        return None

@@ -1,0 +1,134 @@
+"""Machinery every node shares: the data source, round resolution, downloads and the submit step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from flows import cache
+from flows.errors import ConfigurationError, NodeError, RoundClosed
+from flows.keys import connect
+from flows.settings import load_settings
+
+
+class DataSource(BaseModel):
+    """Which Numerai API and data a node reads. Never holds keys."""
+
+    api_url: str = Field(description="Numerai's GraphQL endpoint.")
+    tournament: int = Field(description="8 Classic, 11 Signals, 12 Crypto.")
+    data_version: str = Field(description="Dataset version prefix, e.g. v5.2.")
+    data_dir: Path = Field(description="Local data cache for this API.")
+
+    @classmethod
+    def from_settings(cls, tournament: int, data_version: str) -> DataSource:
+        settings = load_settings()
+        return cls(
+            api_url=settings.api_url,
+            tournament=tournament,
+            data_version=data_version,
+            data_dir=settings.data_dir,
+        )
+
+
+class SubmissionOutcome(BaseModel):
+    """What the submit step did."""
+
+    status: Literal["submitted", "already-submitted", "not-uploaded"]
+    submission_id: str | None = None
+    predictions_path: Path
+    model_name: str
+    round_number: int
+    trigger_id: str | None = None
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Retry network hiccups; an expected failure (bad keys, closed round...) fails at once."""
+    try:
+        state.result()
+    except NodeError as exc:
+        return exc.transient
+    except Exception:
+        return True
+    return False
+
+
+_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": retry_transient}
+
+
+@task(name="resolve-round", cache_policy=NO_CACHE, **_RETRIES)
+def resolve_round(source: DataSource, round_number: int | None = None) -> int:
+    """Find the open round and check it still takes submissions."""
+    current = connect(source.tournament).current_round()
+    if round_number is not None and round_number != current.number:
+        if round_number < current.number:
+            raise RoundClosed(
+                f"Round {round_number} is over: Numerai's current round is {current.number}. "
+                "This run came too late and submits nothing."
+            )
+        raise ConfigurationError(
+            f"Round {round_number} has not opened yet (the current round is {current.number})."
+        )
+    if not current.is_open(datetime.now(UTC)):
+        raise RoundClosed(
+            f"Round {current.number} closed for submissions at "
+            f"{current.close_staking_time:%Y-%m-%d %H:%M} UTC. The next round's webhook runs "
+            "the node again."
+        )
+    get_run_logger().info("Predicting for round %s", current.number)
+    return current.number
+
+
+@task(name="download", cache_policy=NO_CACHE, **_RETRIES)
+def download_dataset(source: DataSource, filename: str, round_number: int | None = None) -> Path:
+    """Download one dataset file into the cache, or reuse it; returns its path."""
+    client = connect(source.tournament)
+    path, cached = cache.fetch(client, source.data_dir, source.data_version, filename, round_number)
+    size_mb = path.stat().st_size / 1e6
+    verb = "Reusing cached" if cached else "Downloaded"
+    get_run_logger().info("%s %s/%s (%.1f MB)", verb, source.data_version, filename, size_mb)
+    return path
+
+
+@task(name="submit", cache_policy=NO_CACHE, **_RETRIES)
+def submit_predictions(
+    source: DataSource,
+    model_name: str,
+    round_number: int,
+    trigger_id: str | None,
+    predictions_path: Path,
+    upload: bool = True,
+) -> SubmissionOutcome:
+    """Upload the predictions with the trigger id, unless this round already has them."""
+    logger = get_run_logger()
+    outcome = {
+        "predictions_path": predictions_path,
+        "model_name": model_name,
+        "round_number": round_number,
+        "trigger_id": trigger_id,
+    }
+    if not upload:
+        logger.warning("Upload is off: predictions left at %s", predictions_path)
+        return SubmissionOutcome(status="not-uploaded", **outcome)
+    client = connect(source.tournament)
+    model_id = client.model_id(model_name)
+    earlier = [
+        found
+        for found in client.submissions(model_id)
+        if found.round == round_number and (trigger_id is None or found.trigger_id == trigger_id)
+    ]
+    if earlier:
+        logger.info(
+            "Model %s already submitted for round %s (trigger %s): skipping the upload",
+            model_name,
+            round_number,
+            trigger_id or "any",
+        )
+        return SubmissionOutcome(status="already-submitted", submission_id=earlier[0].id, **outcome)
+    submission_id = client.upload(predictions_path, model_id, trigger_id)
+    logger.info("Submitted %s for round %s as %s", model_name, round_number, submission_id)
+    return SubmissionOutcome(status="submitted", submission_id=submission_id, **outcome)

@@ -1,0 +1,284 @@
+"""A thin, typed layer over numerapi: one place that talks to Numerai, with clear errors."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numerapi
+import numerapi.base_api
+import requests
+from dateutil.parser import isoparse
+
+from flows.errors import (
+    DatasetNotFound,
+    InvalidKeys,
+    MissingKeys,
+    NumeraiApiError,
+    NumeraiUnavailable,
+    RoundClosed,
+    UnknownModel,
+    UploadRejected,
+)
+
+CLASSIC = 8
+SIGNALS = 11
+CRYPTO = 12
+
+# numerapi reads its endpoint from a module global; hold it while a call is in flight.
+_URL_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """The round a node predicts for."""
+
+    number: int
+    open_time: datetime | None
+    close_staking_time: datetime | None
+
+    def is_open(self, now: datetime) -> bool:
+        return self.close_staking_time is None or now < self.close_staking_time
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission as Numerai lists it."""
+
+    id: str
+    filename: str
+    round: int | None
+    trigger_id: str | None
+    inserted_at: str | None
+
+
+class _BoundApi:
+    """numerapi bound to one endpoint, failing fast and raising this project's errors."""
+
+    url: str
+
+    def raw_query(self, query, variables=None, authorization=False, **kwargs):
+        # One try: the Prefect task that called us owns the retries.
+        kwargs.setdefault("retries", 1)
+        with _URL_LOCK:
+            previous = numerapi.base_api.API_TOURNAMENT_URL
+            numerapi.base_api.API_TOURNAMENT_URL = self.url
+            try:
+                result = super().raw_query(query, variables, authorization, **kwargs)
+            except ValueError as exc:
+                raise _translate(str(exc), self.url) from None
+            finally:
+                numerapi.base_api.API_TOURNAMENT_URL = previous
+        if not result or "data" not in result:
+            raise NumeraiUnavailable(
+                f"Numerai's API at {self.url} did not answer. Check the network, or "
+                "NUMERAI_API_URL if you set it; the task is retried."
+            )
+        return result
+
+
+class _Classic(_BoundApi, numerapi.NumerAPI):
+    pass
+
+
+class _Signals(_BoundApi, numerapi.SignalsAPI):
+    pass
+
+
+class NumeraiClient:
+    """What a node needs from Numerai: rounds, datasets, models, submissions and webhooks."""
+
+    def __init__(
+        self,
+        api_url: str,
+        public_id: str | None = None,
+        secret_key: str | None = None,
+        *,
+        tournament: int = CLASSIC,
+        show_progress: bool = False,
+    ):
+        self.url = api_url
+        self.tournament = tournament
+        self.has_keys = bool(public_id and secret_key)
+        api_class = _Signals if tournament == SIGNALS else _Classic
+        api = api_class(verbosity="WARNING", show_progress_bars=show_progress)
+        api.url = api_url
+        # numerapi falls back to the environment for missing keys; the caller decided already.
+        api.token = (public_id, secret_key) if self.has_keys else None
+        self._api = api
+
+    # Rounds and data -------------------------------------------------------------------------
+
+    def current_round(self) -> RoundInfo:
+        query = """query($tournament: Int!) {
+            rounds(tournament: $tournament, number: 0) { number openTime closeStakingTime }
+        }"""
+        rounds = self._api.raw_query(query, {"tournament": self.tournament})["data"]["rounds"]
+        if not rounds or rounds[0] is None:
+            raise RoundClosed("Numerai has no open round right now; try again when one opens.")
+        found = rounds[0]
+        return RoundInfo(
+            number=int(found["number"]),
+            open_time=_parse_time(found.get("openTime")),
+            close_staking_time=_parse_time(found.get("closeStakingTime")),
+        )
+
+    def list_datasets(self, round_number: int | None = None) -> list[str]:
+        return list(self._api.list_datasets(round_number))
+
+    def download(self, filename: str, dest: Path, round_number: int | None = None) -> Path:
+        """Download one dataset file to `dest` (numerapi streams it to `dest.temp` first)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._api.download_dataset(filename, str(dest), round_number)
+        except NumeraiApiError as exc:
+            if "not found" in str(exc).lower() or "no such" in str(exc).lower():
+                raise DatasetNotFound(
+                    f"Numerai does not serve '{filename}'. Check the node's data_version; "
+                    f"`numerai-nodes` lists what is served with the API's listDatasets."
+                ) from None
+            raise
+        except (requests.RequestException, OSError) as exc:  # while streaming the file
+            raise NumeraiUnavailable(
+                f"Downloading '{filename}' failed: {type(exc).__name__}. The task is retried, "
+                "and the download resumes where it stopped."
+            ) from None
+        return dest
+
+    # Models and submissions ------------------------------------------------------------------
+
+    def models(self) -> dict[str, str]:
+        """Model name to model id, for this tournament."""
+        self._require_keys("Listing your models")
+        return self._api.get_models(self.tournament)
+
+    def model_id(self, name: str) -> str:
+        models = self.models()
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise UnknownModel(
+                f"Your Numerai account has no model named '{name}' in this tournament "
+                f"(models found: {known}). Fix the node's numerai_model setting."
+            )
+        return models[name]
+
+    def submissions(self, model_id: str) -> list[Submission]:
+        self._require_keys("Reading submissions")
+        query = """query($modelId: String) {
+            submissions(modelId: $modelId) {
+                id filename insertedAt triggerId round { number tournament }
+            }
+        }"""
+        raw = self._api.raw_query(query, {"modelId": model_id}, authorization=True)
+        found = raw["data"]["submissions"] or []
+        return [
+            Submission(
+                id=item["id"],
+                filename=item.get("filename") or "",
+                round=(item.get("round") or {}).get("number"),
+                trigger_id=item.get("triggerId"),
+                inserted_at=item.get("insertedAt"),
+            )
+            for item in found
+        ]
+
+    def upload(self, path: Path, model_id: str, trigger_id: str | None) -> str:
+        """Upload a predictions file and create the submission; returns the submission id."""
+        self._require_keys("Submitting predictions")
+        signals = self.tournament == SIGNALS
+        endpoint = "submissionUploadSignalsAuth" if signals else "submission_upload_auth"
+        auth = self._api._upload_auth(endpoint, str(path), self.tournament, model_id)
+        self._put(auth["url"], path)
+        arguments = {
+            "filename": auth["filename"],
+            "modelId": model_id,
+            "triggerId": trigger_id,
+            "dataDatestamp": None,
+        }
+        if signals:
+            mutation = """mutation($filename: String!, $modelId: String, $triggerId: String,
+                                  $dataDatestamp: Int) {
+                createSignalsSubmission(filename: $filename, modelId: $modelId,
+                    triggerId: $triggerId, source: "numerai-nodes",
+                    dataDatestamp: $dataDatestamp) { id firstEffectiveDate }
+            }"""
+            key = "createSignalsSubmission"
+        else:
+            mutation = """mutation($filename: String!, $tournament: Int!, $modelId: String,
+                                  $triggerId: String, $dataDatestamp: Int) {
+                create_submission(filename: $filename, tournament: $tournament,
+                    modelId: $modelId, triggerId: $triggerId, source: "numerai-nodes",
+                    dataDatestamp: $dataDatestamp) { id }
+            }"""
+            arguments["tournament"] = self.tournament
+            key = "create_submission"
+        created = self._api.raw_query(mutation, arguments, authorization=True)
+        return created["data"][key]["id"]
+
+    # Webhooks --------------------------------------------------------------------------------
+
+    def set_webhook(self, model_id: str, url: str | None) -> bool:
+        self._require_keys("Setting the submission webhook")
+        return self._api.set_submission_webhook(model_id, url)
+
+    def trigger_webhook(self, model_id: str) -> str:
+        """Ask Numerai to call the model's webhook now, as on round day; returns the trigger id."""
+        self._require_keys("Triggering the webhook")
+        mutation = "mutation($modelId: String!) { triggerModelWebhook(modelId: $modelId) }"
+        raw = self._api.raw_query(mutation, {"modelId": model_id}, authorization=True)
+        return raw["data"]["triggerModelWebhook"]
+
+    # -----------------------------------------------------------------------------------------
+
+    def _require_keys(self, action: str) -> None:
+        if not self.has_keys:
+            raise MissingKeys(action)
+
+    def _put(self, url: str, path: Path) -> None:
+        """PUT the file and check the answer: numerapi ignores the status of its own PUT."""
+        headers = {"Content-Type": "text/csv"}
+        compute_id = os.getenv("NUMERAI_COMPUTE_ID")
+        if compute_id:
+            headers["x_compute_id"] = compute_id
+        try:
+            response = httpx.put(url, content=path.read_bytes(), headers=headers, timeout=600)
+        except httpx.HTTPError as exc:
+            raise NumeraiUnavailable(
+                f"Uploading the predictions failed: {type(exc).__name__}. The task is retried."
+            ) from None
+        if response.status_code >= 300:
+            raise UploadRejected(
+                f"Numerai's upload storage refused the predictions file (HTTP "
+                f"{response.status_code}: {response.text[:200].strip()}). Nothing was submitted.",
+                transient=response.status_code >= 500,
+            )
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = isoparse(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _translate(message: str, url: str) -> Exception:
+    """Map a Numerai GraphQL error message to this project's exception."""
+    lowered = message.lower()
+    if "api keys required" in lowered:
+        return MissingKeys()
+    if any(word in lowered for word in ("api key", "token", "not authenticated", "unauthor")):
+        return InvalidKeys(
+            f"Numerai refused the API keys ({message}). Check NUMERAI_PUBLIC_ID and "
+            "NUMERAI_SECRET_KEY (or the Prefect Secret blocks), and that the key has the "
+            "upload scope."
+        )
+    if "round" in lowered and "closed" in lowered:
+        return RoundClosed(
+            f"Numerai says the round is closed ({message}). The node runs again when the "
+            "next round opens."
+        )
+    return NumeraiApiError(f"Numerai's API at {url} answered: {message}")

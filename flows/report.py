@@ -1,0 +1,134 @@
+"""Artifacts a run leaves in the Prefect UI: a summary, a per-era chart, a submission table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from numerai_tools.scoring import numerai_corr
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from flows.node import SubmissionOutcome
+from flows.validation import PredictionSummary
+
+_BAR_WIDTH = 24
+
+
+class EraScores(BaseModel):
+    """Validation correlation per era (numerai-tools `numerai_corr`) and its summary."""
+
+    per_era: dict[str, float]
+    mean: float
+    std: float
+    sharpe: float
+
+
+def score_eras(frame: pd.DataFrame, target: str) -> EraScores:
+    """Per-era `numerai_corr` of `prediction` against `target`; eras without targets are skipped."""
+    scored = frame.dropna(subset=[target])
+    per_era = scored.groupby("era", sort=True).apply(
+        lambda era: float(numerai_corr(era[["prediction"]], era[target])["prediction"])
+    )
+    mean, std = float(per_era.mean()), float(per_era.std(ddof=0))
+    return EraScores(
+        per_era={str(era): float(value) for era, value in per_era.items()},
+        mean=mean,
+        std=std,
+        sharpe=mean / std if std > 0 else math.nan,
+    )
+
+
+def era_chart(scores: EraScores) -> str:
+    """A markdown bar chart of per-era correlation; it renders in the Prefect UI."""
+    peak = max((abs(value) for value in scores.per_era.values()), default=0.0) or 1.0
+    lines = ["| era | corr | |", "|---|---:|:---|"]
+    for era, value in scores.per_era.items():
+        bar = "█" * max(1, round(abs(value) / peak * _BAR_WIDTH))
+        lines.append(f"| {era} | {value:+.4f} | {'🟥' if value < 0 else '🟩'} {bar} |")
+    return "\n".join(lines)
+
+
+def summary(
+    node: str,
+    outcome: SubmissionOutcome,
+    checked: PredictionSummary,
+    scores: EraScores | None,
+    trained: bool,
+) -> str:
+    """The run's markdown summary."""
+    lines = [
+        f"# {node}: round {outcome.round_number}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Numerai model | `{outcome.model_name}` |",
+        f"| Trigger id | `{outcome.trigger_id or 'none (manual or scheduled run)'}` |",
+        f"| Submission | {outcome.status} `{outcome.submission_id or '-'}` |",
+        f"| Model | {'trained this run' if trained else 'loaded from the model cache'} |",
+        f"| Predictions | {checked.rows} rows for {checked.live_rows} live ids |",
+    ]
+    if scores is not None:
+        lines += [
+            "",
+            "## Validation (numerai_corr per era)",
+            "",
+            "| mean | std | sharpe | eras |",
+            "|---:|---:|---:|---:|",
+            f"| {scores.mean:.4f} | {scores.std:.4f} | {scores.sharpe:.2f} "
+            f"| {len(scores.per_era)} |",
+        ]
+    return "\n".join(lines)
+
+
+def submission_rows(outcome: SubmissionOutcome, checked: PredictionSummary) -> list[dict]:
+    """One row describing the submission, for a table artifact."""
+    return [
+        {
+            "round": outcome.round_number,
+            "model": outcome.model_name,
+            "status": outcome.status,
+            "submission_id": outcome.submission_id or "",
+            "trigger_id": outcome.trigger_id or "",
+            "rows": checked.rows,
+            "min": round(checked.minimum, 6),
+            "max": round(checked.maximum, 6),
+            "mean": round(checked.mean, 6),
+            "std": round(checked.std, 6),
+            "file": outcome.predictions_path.name,
+        }
+    ]
+
+
+@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+def publish_report(
+    node: str,
+    outcome: SubmissionOutcome,
+    checked: PredictionSummary,
+    scores: EraScores | None,
+    trained: bool,
+) -> None:
+    """Publish the summary, the per-era chart and the submission table as Prefect artifacts."""
+    key = _artifact_key(node)
+    create_markdown_artifact(
+        summary(node, outcome, checked, scores, trained),
+        key=f"{key}-summary",
+        description=f"{node}: round {outcome.round_number}",
+    )
+    if scores is not None:
+        create_markdown_artifact(
+            era_chart(scores), key=f"{key}-era-corr", description="Validation corr per era"
+        )
+    create_table_artifact(
+        submission_rows(outcome, checked),
+        key=f"{key}-submission",
+        description=f"{node}: the submission",
+    )
+
+
+def _artifact_key(node: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    cleaned = "".join(ch if ch.isalnum() else "-" for ch in node.lower()).strip("-")
+    return cleaned or "node"

@@ -1,0 +1,211 @@
+"""The Classic tournament node: download, load or train, predict, validate, submit, report."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+
+import lightgbm
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from flows import cache
+from flows.errors import ConfigurationError, InvalidPredictions
+from flows.node import (
+    DataSource,
+    SubmissionOutcome,
+    download_dataset,
+    resolve_round,
+    submit_predictions,
+)
+from flows.numerai import CLASSIC
+from flows.report import EraScores, publish_report, score_eras
+from flows.settings import source_label
+from flows.validation import PredictionSummary, check_classic
+from models.frames import read_columns, read_ids
+
+
+class TournamentNode(BaseModel):
+    """A Classic node's settings. prefect.yaml sets them per deployment."""
+
+    name: str = Field("tournament", description="The node's name, shown in artifacts.")
+    numerai_model: str = Field("my_model", description="The Numerai model to submit as.")
+    model: str = Field(
+        "models.tournament", description="Python module with train(), predict() and DEFAULT_PARAMS."
+    )
+    data_version: str = Field("v5.2", description="Numerai dataset version.")
+    feature_set: str = Field("small", description="A feature set from features.json.")
+    target: str = Field("target", description="The target column to train on.")
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Overrides of the model module's DEFAULT_PARAMS."
+    )
+    score_validation: bool = Field(
+        True, description="Score the model per era on the validation data, for the report."
+    )
+    upload: bool = Field(
+        True, description="Upload to Numerai. Off: only write the predictions file."
+    )
+
+
+def model_module(name: str) -> ModuleType:
+    """Import the node's model module and check it has what a node calls."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigurationError(f"Cannot import the model module '{name}': {exc}") from None
+    missing = [attr for attr in ("train", "predict") if not hasattr(module, attr)]
+    if missing:
+        raise ConfigurationError(f"The model module '{name}' has no {' or '.join(missing)}().")
+    return module
+
+
+def model_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    """The model cache key: model spec, parameters, data, feature set, target and model code."""
+    node: TournamentNode = parameters["node"]
+    source: DataSource = parameters["source"]
+    module = model_module(node.model)
+    spec = {
+        "model": node.model,
+        "params": {**getattr(module, "DEFAULT_PARAMS", {}), **node.params},
+        "source": source_label(source.api_url),
+        "data_version": source.data_version,
+        "feature_set": node.feature_set,
+        "target": node.target,
+        "code": hashlib.sha256(inspect.getsource(module).encode()).hexdigest(),
+        "lightgbm": lightgbm.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return f"model-{digest[:40]}"
+
+
+def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    return "validation-" + model_cache_key(context, parameters)
+
+
+@task(name="features", cache_policy=NO_CACHE)
+def load_features(source: DataSource, feature_set: str) -> list[str]:
+    """The feature names of `feature_set`, from the data version's features.json."""
+    path = download_dataset(source, "features.json")
+    sets = json.loads(Path(path).read_text())["feature_sets"]
+    if feature_set not in sets:
+        raise ConfigurationError(
+            f"features.json of {source.data_version} has no feature set '{feature_set}'; "
+            f"choose one of: {', '.join(sorted(sets))}."
+        )
+    return list(sets[feature_set])
+
+
+@task(name="train", cache_key_fn=model_cache_key, persist_result=True, result_serializer="pickle")
+def train_model(source: DataSource, node: TournamentNode, features: list[str]):
+    """Train the model, or load it from the model cache when nothing that shapes it changed."""
+    logger = get_run_logger()
+    train_path = download_dataset(source, "train.parquet")
+    logger.info("Training %s on %d features of %s", node.model, len(features), train_path.name)
+    progress = create_progress_artifact(0.0, description=f"{node.name}: training")
+
+    def on_progress(done: int, total: int) -> None:
+        update_progress_artifact(progress, 100.0 * done / total)
+        logger.info("Training: %d/%d trees", done, total)
+
+    return model_module(node.model).train(
+        train_path, features, node.target, dict(node.params), on_progress=on_progress
+    )
+
+
+@task(name="predict", cache_policy=NO_CACHE, persist_result=False)
+def predict_live(
+    source: DataSource,
+    node: TournamentNode,
+    model,
+    features: list[str],
+    live_path: Path,
+    round_number: int,
+) -> Path:
+    """Predict the round's live data and write the predictions file that will be uploaded."""
+    predictions = model_module(node.model).predict(model, live_path, features)
+    out = cache.predictions_path(source.data_dir, source.data_version, round_number, node.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"id": predictions.index.astype(str), "prediction": predictions.values})
+    frame.to_csv(out, index=False)
+    get_run_logger().info("Wrote %d predictions to %s", len(frame), out)
+    return out
+
+
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False)
+def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionSummary:
+    """Check values and ids against the live data (and numerai-tools) before anything is sent."""
+    frame = pd.read_csv(predictions_path, dtype={"id": str})
+    if list(frame.columns) != ["id", "prediction"]:
+        raise InvalidPredictions(
+            f"The predictions file has columns {list(frame.columns)}; expected ['id', "
+            "'prediction']. Nothing was uploaded."
+        )
+    checked = check_classic(frame.set_index("id")["prediction"], read_ids(live_path))
+    get_run_logger().info(
+        "Predictions valid: %d rows, mean %.4f, std %.4f", checked.rows, checked.mean, checked.std
+    )
+    return checked
+
+
+@task(name="score-validation", cache_key_fn=_scores_cache_key, persist_result=True)
+def score_validation(
+    source: DataSource, node: TournamentNode, features: list[str], model
+) -> EraScores:
+    """Per-era numerai_corr of the model on the validation data (cached with the model)."""
+    path = download_dataset(source, "validation.parquet")
+    frame = read_columns(path, ["era", node.target])
+    frame["prediction"] = model_module(node.model).predict(model, path, features)
+    scores = score_eras(frame, node.target)
+    get_run_logger().info(
+        "Validation corr: mean %.4f, std %.4f, sharpe %.2f over %d eras",
+        scores.mean,
+        scores.std,
+        scores.sharpe,
+        len(scores.per_era),
+    )
+    return scores
+
+
+def _run_name() -> str:
+    parameters = flow_run.parameters
+    node = parameters.get("node")
+    name = node.name if isinstance(node, TournamentNode) else (node or {}).get("name", "node")
+    trigger = parameters.get("trigger_id") or "manual"
+    return f"{name}-{trigger}"
+
+
+@flow(name="tournament-node", flow_run_name=_run_name, log_prints=True)
+def tournament_node(
+    node: TournamentNode | None = None,
+    trigger_id: str | None = None,
+    round_number: int | None = None,
+) -> SubmissionOutcome:
+    """Numerai Classic node: predict the open round and submit with Numerai's trigger id.
+
+    Steps: resolve the round, download live data, load the cached model or train it, predict,
+    validate, submit (skipped if this round and trigger already have a submission), report.
+    """
+    node = node or TournamentNode()
+    source = DataSource.from_settings(CLASSIC, node.data_version)
+    round_number = resolve_round(source, round_number)
+    features = load_features(source, node.feature_set)
+    trained = train_model(source, node, features, return_state=True)
+    model = trained.result()
+    live_path = download_dataset(source, "live.parquet", round_number)
+    predictions_path = predict_live(source, node, model, features, live_path, round_number)
+    checked = validate_predictions(predictions_path, live_path)
+    outcome = submit_predictions(
+        source, node.numerai_model, round_number, trigger_id, predictions_path, node.upload
+    )
+    scores = score_validation(source, node, features, model) if node.score_validation else None
+    publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
+    return outcome

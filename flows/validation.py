@@ -1,0 +1,86 @@
+"""Checks before the one irreversible step: the upload. Each failure names the offending values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from numerai_tools.submissions import validate_submission_numerai
+
+from flows.errors import InvalidPredictions
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """What was checked, for the report."""
+
+    rows: int
+    live_rows: int
+    minimum: float
+    maximum: float
+    mean: float
+    std: float
+
+
+def check_classic(predictions: pd.Series, live_ids: pd.Index) -> PredictionSummary:
+    """Validate Classic predictions against the round's live ids, then with numerai-tools."""
+    _check_values(predictions)
+    _check_ids(predictions.index, live_ids)
+    frame = pd.DataFrame({"id": predictions.index.astype(str), "prediction": predictions.values})
+    try:
+        validate_submission_numerai(pd.Series(live_ids.astype(str)), frame)
+    except AssertionError as exc:
+        raise InvalidPredictions(f"numerai-tools rejected the predictions: {exc}") from None
+    return PredictionSummary(
+        rows=len(predictions),
+        live_rows=len(live_ids),
+        minimum=float(predictions.min()),
+        maximum=float(predictions.max()),
+        mean=float(predictions.mean()),
+        std=float(predictions.std()),
+    )
+
+
+def _check_values(predictions: pd.Series) -> None:
+    if predictions.empty:
+        raise InvalidPredictions("The model returned no predictions. Nothing was uploaded.")
+    missing = predictions[predictions.isna()]
+    if len(missing):
+        raise InvalidPredictions(
+            f"{len(missing)} of {len(predictions)} predictions are NaN"
+            f" (ids {_sample(missing.index)})."
+            " Fill or drop NaN in the model's predict before returning. Nothing was uploaded."
+        )
+    outside = predictions[(predictions < 0) | (predictions > 1)]
+    if len(outside):
+        raise InvalidPredictions(
+            f"{len(outside)} predictions are outside [0, 1] (min {predictions.min():.4g}, max "
+            f"{predictions.max():.4g}; ids {_sample(outside.index)}). Rank them into (0, 1], "
+            "e.g. predictions.rank(pct=True). Nothing was uploaded."
+        )
+    if predictions.std() == 0 or pd.isna(predictions.std()):
+        raise InvalidPredictions(
+            "All predictions are equal. Numerai rejects constant predictions. Nothing was uploaded."
+        )
+
+
+def _check_ids(ids: pd.Index, live_ids: pd.Index) -> None:
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise InvalidPredictions(
+            f"{len(duplicated)} ids appear more than once ({_sample(duplicated)}). "
+            "Nothing was uploaded."
+        )
+    missing = live_ids.difference(ids)
+    extra = ids.difference(live_ids)
+    if len(missing) or len(extra):
+        raise InvalidPredictions(
+            f"The predictions' ids do not match this round's live ids: {len(missing)} live ids "
+            f"have no prediction ({_sample(missing)}), {len(extra)} ids are not live "
+            f"({_sample(extra)}). Predict on this round's live.parquet. Nothing was uploaded."
+        )
+
+
+def _sample(index: pd.Index, count: int = 3) -> str:
+    shown = ", ".join(map(str, index[:count]))
+    return shown + (", …" if len(index) > count else "") if len(index) else "none"
