@@ -1,0 +1,83 @@
+"""The node catalogue: reading prefect.yaml into the nodes it declares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from deployments.events import node_resource_id
+
+CATALOGUE = Path("prefect.yaml")
+_TOURNAMENTS = {"tournament": 8, "signals": 11, "crypto": 12}
+
+
+class CatalogueError(ValueError):
+    """prefect.yaml is missing or does not declare nodes the way this project expects."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One prediction node: a deployment of prefect.yaml."""
+
+    name: str
+    deployment: str
+    flow_name: str
+    entrypoint: str
+    work_pool: str
+    numerai_model: str
+    tournament: int
+    has_trigger: bool
+    parameters: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def full_name(self) -> str:
+        """`flow-name/deployment-name`, as Prefect names deployments."""
+        return f"{self.flow_name}/{self.deployment}"
+
+
+def load_nodes(path: Path = CATALOGUE) -> list[Node]:
+    """Every deployment of prefect.yaml that declares a node."""
+    if not path.exists():
+        raise CatalogueError(
+            f"No {path} here. Run numerai-nodes from the project directory, which holds the "
+            "node catalogue prefect.yaml."
+        )
+    document = yaml.safe_load(path.read_text()) or {}
+    nodes = [_node(entry) for entry in document.get("deployments") or []]
+    return [node for node in nodes if node is not None]
+
+
+def find_node(name: str, path: Path = CATALOGUE) -> Node:
+    """The node called `name`, or a CatalogueError listing the known ones."""
+    nodes = load_nodes(path)
+    for node in nodes:
+        if node.name == name:
+            return node
+    known = ", ".join(node.name for node in nodes) or "none"
+    raise CatalogueError(f"prefect.yaml has no node '{name}' (nodes: {known}).")
+
+
+def _node(entry: dict) -> Node | None:
+    settings = (entry.get("parameters") or {}).get("node")
+    if not isinstance(settings, dict):
+        return None
+    name = settings.get("name") or entry["name"]
+    entrypoint = entry["entrypoint"]
+    module = Path(entrypoint.split(":")[0]).stem
+    triggers = entry.get("triggers") or []
+    return Node(
+        name=name,
+        deployment=entry["name"],
+        flow_name=f"{module}-node",
+        entrypoint=entrypoint,
+        work_pool=(entry.get("work_pool") or {}).get("name", ""),
+        numerai_model=settings.get("numerai_model", ""),
+        tournament=_TOURNAMENTS.get(module, 8),
+        has_trigger=any(
+            (trigger.get("match") or {}).get("prefect.resource.id") == node_resource_id(name)
+            for trigger in triggers
+        ),
+        parameters=entry.get("parameters") or {},
+    )

@@ -1,0 +1,1 @@
+"""Integration tests against real servers, and the helpers that start them."""
