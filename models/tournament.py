@@ -61,13 +61,13 @@ def train(
 
 
 def predict(model: lgb.Booster, data_path: str | Path, features: list[str]) -> pd.Series:
-    """Predict every row of a Numerai file and rank the predictions into (0, 1]."""
+    """Predict every row of a Numerai file and rank the predictions into (0, 1)."""
     matrix = read_feature_matrix(data_path, features)
     step = 100_000  # predict in chunks to keep the float copies small
     chunks = (matrix[i : i + step].astype(np.float32) for i in range(0, len(matrix), step))
     raw = np.concatenate([model.predict(chunk) for chunk in chunks])
-    ranked = pd.Series(raw, index=read_ids(data_path), name="prediction")
-    return ranked.rank(pct=True, method="average")
+    ranks = pd.Series(raw, index=read_ids(data_path), name="prediction").rank(method="average")
+    return (ranks - 0.5) / len(ranks)  # strictly inside (0, 1), as Numerai asks
 
 
 def save(model: lgb.Booster, path: str | Path) -> Path:

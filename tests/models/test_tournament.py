@@ -66,7 +66,7 @@ def test_trained_model_learns_the_signal_and_predicts_ranks(tmp_path):
 
     assert progress[-1] == (60, 60)
     assert list(predictions.index) == list(read_ids(live_path))
-    assert predictions.between(0, 1, inclusive="right").all()
+    assert predictions.between(0, 1, inclusive="neither").all()
     live = pd.read_parquet(live_path)
     assert np.corrcoef(predictions, live["target"])[0, 1] > 0.3
 

@@ -1,0 +1,1 @@
+"""The local Numerai: GraphQL API subset, datasets, uploads, rounds and faults, for tests."""

@@ -1,0 +1,255 @@
+"""`sandbox` commands: serve a local Numerai, and drive a running one through its admin API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.data import SIZES
+from sandbox.runner import DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, Sandbox
+from sandbox.state import CLASSIC
+
+app = typer.Typer(
+    help="A local Numerai (GraphQL API, datasets, uploads, rounds) for tests and dry runs.",
+    no_args_is_help=False,
+    add_completion=False,
+)
+_console = Console(stderr=True)
+
+Host = Annotated[str, typer.Option(help="Address to bind; keep it on loopback.")]
+Port = Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")]
+Size = Annotated[str, typer.Option(help=f"Synthetic data size: {', '.join(SIZES)}.")]
+Seed = Annotated[int, typer.Option(help="Seed of the synthetic data.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Serve this directory of real Numerai files (<dir>/v5.2/live.parquet...)."),
+]
+Root = Annotated[Path, typer.Option(help="Where generated data is cached.")]
+PublicId = Annotated[str, typer.Option(help="The API public id the sandbox accepts.")]
+SecretKey = Annotated[str, typer.Option(help="The API secret key the sandbox accepts.")]
+Models = Annotated[
+    list[str] | None,
+    typer.Option("--model", help="A model name (repeatable); `name:signals` puts it in Signals."),
+]
+ReadyFile = Annotated[
+    Path | None,
+    typer.Option(help="Write {url, public_id, secret_key, models, pid} as JSON once listening."),
+]
+Url = Annotated[
+    str,
+    typer.Option(envvar="NUMERAI_API_URL", help="The running sandbox's URL (GraphQL endpoint)."),
+]
+Tournament = Annotated[int, typer.Option(help="Tournament id: 8 Classic, 11 Signals, 12 Crypto.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+DEFAULT_ROOT = Path(".numerai-nodes/sandbox")
+
+
+def _write_ready_file(path: Path, sandbox: Sandbox) -> None:
+    """Atomically write what a parent process needs to talk to this sandbox."""
+    info = {
+        "url": sandbox.url,
+        "public_id": sandbox.public_id,
+        "secret_key": sandbox.secret_key,
+        "models": sandbox.models,
+        "pid": os.getpid(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(path)
+
+
+def _announce(sandbox: Sandbox) -> None:
+    table = Table(title="Numerai sandbox", show_header=False)
+    table.add_row("NUMERAI_API_URL", sandbox.url)
+    table.add_row("NUMERAI_PUBLIC_ID", sandbox.public_id)
+    table.add_row("NUMERAI_SECRET_KEY", sandbox.secret_key)
+    for name, model_id in sandbox.models.items():
+        table.add_row(f"model {name}", model_id)
+    table.add_row("round", str(sandbox.current_round()))
+    _console.print(table)
+    _console.print("Ctrl-C stops it.")
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    size: str = "tiny",
+    seed: int = 0,
+    data_dir: Path | None = None,
+    root: Path = DEFAULT_ROOT,
+    public_id: str = DEFAULT_PUBLIC_ID,
+    secret_key: str = DEFAULT_SECRET_KEY,
+    models: list[str] | None = None,
+    ready_file: Path | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    if size not in SIZES:
+        raise typer.BadParameter(f"choose one of {', '.join(SIZES)}", param_hint="--size")
+    # A plain flag: a handler that takes a lock (Event.set) can deadlock the main thread it
+    # interrupts while that thread is inside Event.wait.
+    stopping: list[int] = []
+    previous = {s: signal.signal(s, lambda sig, _: stopping.append(sig)) for s in _STOP_SIGNALS}
+    sandbox = Sandbox(
+        root,
+        size=size,
+        seed=seed,
+        data_dir=data_dir,
+        public_id=public_id,
+        secret_key=secret_key,
+        models=tuple(models or ("sandbox_model",)),
+        host=host,
+        port=port,
+    )
+    try:
+        sandbox.start()
+        if ready_file is not None:
+            _write_ready_file(ready_file, sandbox)
+        _announce(sandbox)
+        while not stopping:
+            if not sandbox.running:
+                raise typer.Exit(1)
+            time.sleep(0.1)
+    finally:
+        sandbox.stop()
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    host: Host = "127.0.0.1",
+    port: Port = 0,
+    size: Size = "tiny",
+    seed: Seed = 0,
+    data_dir: DataDir = None,
+    root: Root = DEFAULT_ROOT,
+    public_id: PublicId = DEFAULT_PUBLIC_ID,
+    secret_key: SecretKey = DEFAULT_SECRET_KEY,
+    models: Models = None,
+    ready_file: ReadyFile = None,
+) -> None:
+    """Serve a local Numerai (the default command), or run one of the commands below."""
+    if ctx.invoked_subcommand is None:
+        serve(host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file)
+
+
+@app.command("serve")
+def serve_command(
+    host: Host = "127.0.0.1",
+    port: Port = 0,
+    size: Size = "tiny",
+    seed: Seed = 0,
+    data_dir: DataDir = None,
+    root: Root = DEFAULT_ROOT,
+    public_id: PublicId = DEFAULT_PUBLIC_ID,
+    secret_key: SecretKey = DEFAULT_SECRET_KEY,
+    models: Models = None,
+    ready_file: ReadyFile = None,
+) -> None:
+    """Serve a local Numerai until SIGINT or SIGTERM."""
+    serve(host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file)
+
+
+def _admin(method: str, url: str, path: str, **kwargs: Any) -> Any:
+    """Call a running sandbox's admin endpoint; failures become a ClickException."""
+    target = f"{url.rstrip('/')}/_sandbox/{path}"
+    try:
+        response = httpx.request(method, target, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        raise typer.BadParameter(
+            f"cannot reach a sandbox at {url}: {exc}", param_hint="--url"
+        ) from exc
+    if response.status_code >= 400:
+        raise click.ClickException(f"{target} answered {response.status_code}: {response.text}")
+    return response.json()
+
+
+def _print_round(data: dict[str, Any], as_json: bool, verb: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        typer.echo(
+            f"round {data['number']} (tournament {data['tournament']}) {verb}; "
+            f"closes {data['closeTime']}"
+        )
+
+
+@app.command("open-round")
+def open_round(url: Url, tournament: Tournament = CLASSIC, as_json: AsJson = False) -> None:
+    """Open the next round, with new live data."""
+    data = _admin("POST", url, "rounds/open", json={"tournament": tournament})
+    _print_round(data, as_json, "open")
+
+
+@app.command("close-round")
+def close_round(url: Url, tournament: Tournament = CLASSIC, as_json: AsJson = False) -> None:
+    """Close the current round for submissions."""
+    data = _admin("POST", url, "rounds/close", json={"tournament": tournament})
+    _print_round(data, as_json, "closed")
+
+
+@app.command("submissions")
+def submissions(
+    url: Url,
+    model: Annotated[str | None, typer.Option(help="Only this model's submissions.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the submissions a running sandbox received."""
+    params = {"model": model} if model else {}
+    records = _admin("GET", url, "submissions", params=params)
+    if as_json:
+        typer.echo(json.dumps(records))
+        return
+    table = Table("model", "round", "rows", "trigger", "inserted", "id")
+    for r in records:
+        table.add_row(
+            r["model_name"],
+            str(r["round"]),
+            str(r["row_count"]),
+            r["trigger_id"] or "-",
+            r["inserted_at"],
+            r["id"],
+        )
+    Console().print(table)
+
+
+@app.command("faults")
+def faults(
+    url: Url,
+    reject_uploads: Annotated[
+        bool | None, typer.Option("--reject-uploads/--accept-uploads", help="Answer PUTs 403.")
+    ] = None,
+    graphql_error: Annotated[
+        str | None, typer.Option(help="Answer every GraphQL call with this error; '' clears.")
+    ] = None,
+    latency_s: Annotated[float | None, typer.Option(help="Delay every API request.")] = None,
+) -> None:
+    """Show or set injected faults."""
+    changes = {
+        k: v
+        for k, v in {
+            "reject_uploads": reject_uploads,
+            "graphql_error": graphql_error,
+            "latency_s": latency_s,
+        }.items()
+        if v is not None
+    }
+    typer.echo(json.dumps(_admin("POST", url, "faults", json=changes)))

@@ -1,0 +1,207 @@
+"""The Starlette app: GraphQL on `/`, dataset files, upload PUTs, admin under `/_sandbox/`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mimetypes
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from sandbox.backend import Backend
+from sandbox.schema import RequestContext, execute, round_json
+from sandbox.state import CLASSIC, TOURNAMENTS, SandboxError
+
+logger = logging.getLogger(__name__)
+
+
+def _errors(message: str) -> JSONResponse:
+    """A GraphQL error the way Numerai sends it: HTTP 200, so numerapi does not retry."""
+    return JSONResponse({"data": None, "errors": [{"message": message}]})
+
+
+def _tournament(request: Request, body: dict[str, Any] | None = None) -> int:
+    raw = (body or {}).get("tournament", request.query_params.get("tournament", CLASSIC))
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise SandboxError(f"tournament must be an integer, not {raw!r}") from None
+
+
+class SandboxApp:
+    """Request handlers bound to one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def faults(self):
+        return self.backend.state.faults
+
+    async def _latency(self) -> None:
+        if self.faults.latency_s > 0:
+            await asyncio.sleep(self.faults.latency_s)
+
+    # --- the Numerai API ----------------------------------------------------------------
+    async def graphql(self, request: Request) -> Response:
+        await self._latency()
+        try:
+            body = json.loads(await request.body() or b"null")
+        except json.JSONDecodeError as exc:
+            return _errors(f"the request body is not JSON: {exc}")
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return _errors('send a JSON body {"query": "...", "variables": {...}}')
+        if self.faults.graphql_error:
+            return _errors(self.faults.graphql_error)
+        ctx = RequestContext(
+            backend=self.backend,
+            base_url=str(request.base_url),
+            authorization=request.headers.get("authorization"),
+        )
+        variables = body.get("variables") if isinstance(body.get("variables"), dict) else None
+        try:
+            result = await run_in_threadpool(
+                execute, ctx, body["query"], variables, body.get("operationName")
+            )
+        except Exception as exc:  # a bug must still reach numerapi as an error, never a 5xx
+            logger.exception("GraphQL execution failed")
+            return _errors(f"internal sandbox error: {exc}")
+        for error in result.errors or []:
+            if error.original_error is not None and not isinstance(
+                error.original_error, SandboxError
+            ):
+                logger.error("resolver failed", exc_info=error.original_error)
+        return JSONResponse(result.formatted)
+
+    async def index(self, request: Request) -> Response:
+        return PlainTextResponse("Numerai sandbox: POST GraphQL here.\n")
+
+    async def files(self, request: Request) -> Response:
+        await self._latency()
+        filename = request.path_params["path"]
+        raw_round = request.query_params.get("round")
+        try:
+            round_number = int(raw_round) if raw_round else None
+            path = await run_in_threadpool(
+                self.backend.dataset_path, _tournament(request), filename, round_number
+            )
+        except (SandboxError, ValueError) as exc:
+            return PlainTextResponse(str(exc), status_code=404)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, filename=None)
+
+    async def upload(self, request: Request) -> Response:
+        await self._latency()
+        if self.faults.reject_uploads:
+            return PlainTextResponse(
+                "AccessDenied: the sandbox fault `reject_uploads` refuses every upload",
+                status_code=403,
+            )
+        data = await request.body()
+        key = request.path_params["key"]
+        if not self.backend.state.store_upload(key, data, request.headers.get("x_compute_id")):
+            return PlainTextResponse(f"NoSuchUpload: upload key {key} was never issued", 404)
+        return Response(status_code=200)
+
+    # --- admin --------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def admin_state(self, request: Request) -> Response:
+        state = self.backend.state
+        now = state.clock()
+        rounds = {}
+        for tournament in TOURNAMENTS.values():
+            rounds[str(tournament)] = state.current_round(tournament).to_json(now)
+        return JSONResponse(
+            {
+                "username": state.username,
+                "models": [
+                    {
+                        "id": m.id,
+                        "name": m.name,
+                        "tournament": m.tournament,
+                        "webhook": state.webhook(m.id),
+                    }
+                    for m in state.models()
+                ],
+                "rounds": rounds,
+                "faults": state.faults.to_json(),
+                "submissions": len(state.submissions),
+                "triggers": [
+                    {"id": t.id, "model_id": t.model_id, "round": t.round, "webhook": t.webhook}
+                    for t in state.triggers
+                ],
+            }
+        )
+
+    async def admin_submissions(self, request: Request) -> Response:
+        state = self.backend.state
+        name = request.query_params.get("model")
+        with_ids = request.query_params.get("ids") in ("1", "true")
+        records = [
+            s.to_json(with_ids=with_ids)
+            for s in state.submissions
+            if name is None or s.model_name == name
+        ]
+        return JSONResponse(records)
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise SandboxError("send a JSON object")
+        return body
+
+    async def admin_open_round(self, request: Request) -> Response:
+        try:
+            tournament = _tournament(request, await self._json_body(request))
+            rnd = await run_in_threadpool(self.backend.open_round, tournament)
+        except (SandboxError, ValueError, KeyError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(round_json(rnd))
+
+    async def admin_close_round(self, request: Request) -> Response:
+        try:
+            tournament = _tournament(request, await self._json_body(request))
+            rnd = self.backend.state.close_round(tournament)
+        except (SandboxError, ValueError, KeyError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(round_json(rnd))
+
+    async def admin_faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.faults.update(await self._json_body(request))
+            except (SandboxError, ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(self.faults.to_json())
+
+
+def create_app(backend: Backend, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The sandbox's ASGI app; `routes` are mounted too (e.g. a price source)."""
+    handlers = SandboxApp(backend)
+    return Starlette(
+        routes=[
+            Route("/", handlers.graphql, methods=["POST"]),
+            Route("/", handlers.index, methods=["GET"]),
+            Route("/files/{path:path}", handlers.files, methods=["GET", "HEAD"]),
+            Route("/uploads/{key}", handlers.upload, methods=["PUT"]),
+            Route("/healthz", handlers.healthz, methods=["GET"]),
+            Route("/_sandbox/state", handlers.admin_state, methods=["GET"]),
+            Route("/_sandbox/submissions", handlers.admin_submissions, methods=["GET"]),
+            Route("/_sandbox/rounds/open", handlers.admin_open_round, methods=["POST"]),
+            Route("/_sandbox/rounds/close", handlers.admin_close_round, methods=["POST"]),
+            Route("/_sandbox/faults", handlers.admin_faults, methods=["GET", "POST"]),
+            *routes,
+        ]
+    )

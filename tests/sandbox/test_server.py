@@ -1,0 +1,122 @@
+"""The HTTP surface beyond numerapi: byte ranges, admin endpoints, faults, serving real files."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numerapi
+import pandas as pd
+import pytest
+
+from sandbox.runner import Sandbox
+
+
+def _file_url(sandbox: Sandbox, name: str) -> str:
+    return f"{sandbox.url}files/{name}?tournament=8&round={sandbox.current_round()}"
+
+
+def test_files_advertise_length_and_ranges(sandbox: Sandbox):
+    served = sandbox.backend.dataset_path(8, "v5.2/validation.parquet", None).read_bytes()
+    url = _file_url(sandbox, "v5.2/validation.parquet")
+    whole = httpx.get(url)
+    assert whole.status_code == 200 and whole.content == served
+    assert whole.headers["content-length"] == str(len(served))
+    assert whole.headers["accept-ranges"] == "bytes"
+    tail = httpx.get(url, headers={"Range": "bytes=100-"})
+    assert tail.status_code == 206 and tail.content == served[100:]
+    assert tail.headers["content-range"] == f"bytes 100-{len(served) - 1}/{len(served)}"
+    middle = httpx.get(url, headers={"Range": "bytes=10-19"})
+    assert middle.status_code == 206 and middle.content == served[10:20]
+    assert httpx.get(url, headers={"Range": f"bytes={len(served)}-"}).status_code == 416
+
+
+def test_unknown_file_and_unknown_upload_are_404(sandbox: Sandbox):
+    assert httpx.get(f"{sandbox.url}files/../secrets.txt").status_code == 404
+    assert httpx.get(f"{sandbox.url}files/v5.2/nope.parquet").status_code == 404
+    assert httpx.put(f"{sandbox.url}uploads/never-issued", content=b"x").status_code == 404
+
+
+def test_bad_graphql_is_an_error_not_a_5xx(sandbox: Sandbox):
+    for body in ({"query": "{ nope }"}, {"variables": {}}, "not an object"):
+        response = httpx.post(sandbox.url, json=body)
+        assert response.status_code == 200 and response.json()["errors"][0]["message"]
+    assert httpx.post(sandbox.url, content=b"{not json").json()["errors"]
+
+
+def test_admin_state_has_no_keys(sandbox: Sandbox):
+    state = httpx.get(f"{sandbox.url}_sandbox/state").json()
+    assert state["models"][0]["name"] == "sandbox_model"
+    assert state["rounds"]["8"]["number"] == 1000 and state["rounds"]["8"]["isOpen"]
+    text = httpx.get(f"{sandbox.url}_sandbox/state").text
+    assert sandbox.secret_key not in text and sandbox.public_id not in text
+    assert httpx.get(f"{sandbox.url}healthz").json() == {"status": "ok"}
+
+
+def test_admin_rounds_and_submissions(sandbox: Sandbox, point_numerapi):
+    point_numerapi(sandbox)
+    api = numerapi.NumerAPI(sandbox.public_id, sandbox.secret_key, verbosity="critical")
+    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": 0.5})
+    api.upload_predictions(df=frame, model_id=sandbox.models["sandbox_model"])
+    listed = httpx.get(f"{sandbox.url}_sandbox/submissions").json()
+    assert [(s["model_name"], s["round"], s["row_count"]) for s in listed] == [
+        ("sandbox_model", 1000, 200)
+    ]
+    with_ids = httpx.get(f"{sandbox.url}_sandbox/submissions", params={"ids": "1"}).json()
+    assert set(with_ids[0]["ids"]) == set(sandbox.live_ids())
+    assert httpx.get(f"{sandbox.url}_sandbox/submissions", params={"model": "x"}).json() == []
+
+    closed = httpx.post(f"{sandbox.url}_sandbox/rounds/close", json={"tournament": 8}).json()
+    assert closed["number"] == 1000 and api.check_round_open() is False
+    opened = httpx.post(f"{sandbox.url}_sandbox/rounds/open").json()
+    assert opened["number"] == 1001 == api.get_current_round()
+    bad = httpx.post(f"{sandbox.url}_sandbox/rounds/open", json={"tournament": "x"})
+    assert bad.status_code == 400
+
+
+def test_admin_faults(sandbox: Sandbox):
+    url = f"{sandbox.url}_sandbox/faults"
+    assert httpx.post(url, json={"reject_uploads": True}).json()["reject_uploads"] is True
+    assert sandbox.faults.reject_uploads is True
+    assert httpx.post(url, json={"graphql_error": "boom"}).json()["graphql_error"] == "boom"
+    assert httpx.post(sandbox.url, json={"query": "{ listDatasets }"}).json() == {
+        "data": None,
+        "errors": [{"message": "boom"}],
+    }
+    assert httpx.post(url, json={"nope": 1}).status_code == 400
+    httpx.post(url, json={"graphql_error": None, "latency_s": 0.3})
+    started = time.monotonic()
+    httpx.post(sandbox.url, json={"query": "{ listDatasets }"})
+    assert time.monotonic() - started >= 0.3
+    assert httpx.get(url).json() == {
+        "reject_uploads": True,
+        "graphql_error": None,
+        "latency_s": 0.3,
+    }
+
+
+def test_data_dir_serves_real_files(sandbox: Sandbox, tmp_path: Path, point_numerapi):
+    real = tmp_path / "real"
+    for name in ("v5.2/live.parquet", "v5.2/features.json"):
+        (real / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sandbox.backend.dataset_path(8, name, None), real / name)
+    with Sandbox(tmp_path / "root", data_dir=real) as sb:
+        point_numerapi(sb)
+        api = numerapi.NumerAPI(sb.public_id, sb.secret_key, verbosity="critical")
+        assert api.list_datasets() == ["v5.2/features.json", "v5.2/live.parquet"]
+        assert sb.live_ids() == sandbox.live_ids()
+        dest = api.download_dataset("v5.2/live.parquet", str(tmp_path / "live.parquet"))
+        assert Path(dest).read_bytes() == (real / "v5.2/live.parquet").read_bytes()
+        frame = pd.DataFrame({"id": sb.live_ids(), "prediction": 0.5})
+        api.upload_predictions(df=frame, model_id=sb.models["sandbox_model"])
+        assert sb.submissions()[0].row_count == len(sb.live_ids())
+        assert not (tmp_path / "root").exists() or not any((tmp_path / "root").rglob("*.parquet"))
+
+
+def test_bad_size_and_missing_data_dir_fail_early(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown sandbox size"):
+        Sandbox(tmp_path, size="huge")
+    with pytest.raises(ValueError, match="is not a directory"):
+        Sandbox(tmp_path, data_dir=tmp_path / "missing")

@@ -1,0 +1,98 @@
+"""SandboxState on its own: keys, model specs, rounds under a manual clock, webhooks, faults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sandbox.state import (
+    CLASSIC,
+    SIGNALS,
+    AuthError,
+    Faults,
+    ManualClock,
+    SandboxError,
+    SandboxState,
+    parse_model_spec,
+)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def state(clock: ManualClock) -> SandboxState:
+    return SandboxState(
+        public_id="pub", secret_key="s3cr3t", models=("m", "s:signals"), clock=clock
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "no Authorization header"),
+        ("Bearer pub$s3cr3t", "malformed"),
+        ("Token pubs3cr3t", "malformed"),
+        ("Token pub$nope", "wrong secret key"),
+        ("Token other$s3cr3t", "unknown public id"),
+    ],
+)
+def test_authenticate_names_the_cause(state: SandboxState, header, reason):
+    with pytest.raises(AuthError, match=reason) as caught:
+        state.authenticate(header)
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_authenticate_accepts_the_keys(state: SandboxState):
+    state.authenticate("Token pub$s3cr3t")
+
+
+def test_model_specs_and_stable_ids(state: SandboxState):
+    assert parse_model_spec("m") == ("m", CLASSIC)
+    assert parse_model_spec("s:signals") == ("s", SIGNALS)
+    assert parse_model_spec("c:12") == ("c", 12)
+    with pytest.raises(ValueError, match="unknown tournament"):
+        parse_model_spec("x:chess")
+    again = SandboxState(public_id="pub", secret_key="other", models=("m",))
+    assert again.model_by_name("m").id == state.model_by_name("m").id
+    assert [m.name for m in state.models(SIGNALS)] == ["s"]
+
+
+def test_rounds_open_close_and_time(state: SandboxState, clock: ManualClock):
+    first = state.current_round()
+    assert first.number == 1000 and first.is_open(clock())
+    assert first.close_time - first.open_time == timedelta(days=1)
+    clock.advance(timedelta(hours=1))
+    second = state.open_round()
+    assert second.number == 1001 and second.open_time == clock()
+    assert not state.round(CLASSIC, 1000).is_open(clock())
+    assert [r.number for r in state.rounds(CLASSIC)] == [1001, 1000]
+    assert state.current_round(SIGNALS).number == 1000
+    closed = state.close_round()
+    assert closed.number == 1001 and not closed.is_open(clock())
+    with pytest.raises(SandboxError, match="does not exist"):
+        state.current_round(99)
+
+
+def test_webhooks_and_triggers(state: SandboxState):
+    model = state.model_by_name("m")
+    state.set_webhook(model.id, "http://hook")
+    sent = []
+    state.webhook_sender = sent.append
+    trigger_id = state.fire_webhook(model.id)
+    assert [t.id for t in sent] == [trigger_id] and sent[0].webhook == "http://hook"
+    state.set_webhook(model.id, None)
+    assert state.webhook(model.id) is None
+    with pytest.raises(SandboxError):
+        state.fire_webhook("nope")
+
+
+def test_faults_update():
+    faults = Faults()
+    faults.update({"reject_uploads": True, "graphql_error": "", "latency_s": -1})
+    assert faults.to_json() == {"reject_uploads": True, "graphql_error": None, "latency_s": 0.0}
+    with pytest.raises(ValueError, match="unknown faults"):
+        faults.update({"explode": True})
