@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,20 @@ class SubmissionOutcome(BaseModel):
     trigger_id: str | None = None
 
 
+class RetryDelays(list):
+    """Retry delays in seconds, scaled at retry time by NUMERAI_NODES_RETRY_DELAY_SCALE.
+
+    Prefect reads a task's delays when a retry happens; the scale lets a rehearsal or a test
+    shorten them (0 retries at once) without changing the declared policy.
+    """
+
+    def __getitem__(self, index):
+        return super().__getitem__(index) * float(os.environ.get(_DELAY_SCALE_ENV, "1"))
+
+
+_DELAY_SCALE_ENV = "NUMERAI_NODES_RETRY_DELAY_SCALE"
+
+
 def retry_transient(task, task_run, state) -> bool:
     """Retry network hiccups; an expected failure (bad keys, closed round...) fails at once."""
     try:
@@ -57,7 +72,11 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": retry_transient}
+_RETRIES = {
+    "retries": 3,
+    "retry_delay_seconds": RetryDelays([2, 10, 30]),
+    "retry_condition_fn": retry_transient,
+}
 
 
 @task(name="resolve-round", cache_policy=NO_CACHE, **_RETRIES)
@@ -81,6 +100,14 @@ def resolve_round(source: DataSource, round_number: int | None = None) -> int:
         )
     get_run_logger().info("Predicting for round %s", current.number)
     return current.number
+
+
+@task(name="check-account", cache_policy=NO_CACHE, **_RETRIES)
+def check_account(source: DataSource, model_name: str) -> str:
+    """Check the keys and the model before any work, so a bad setup fails in seconds."""
+    model_id = connect(source.tournament).model_id(model_name)
+    get_run_logger().info("Numerai keys valid; submitting as model %s", model_name)
+    return model_id
 
 
 @task(name="download", cache_policy=NO_CACHE, **_RETRIES)

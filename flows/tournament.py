@@ -23,6 +23,7 @@ from flows.errors import ConfigurationError, InvalidPredictions
 from flows.node import (
     DataSource,
     SubmissionOutcome,
+    check_account,
     download_dataset,
     resolve_round,
     submit_predictions,
@@ -197,6 +198,8 @@ def tournament_node(
     node = node or TournamentNode()
     source = DataSource.from_settings(CLASSIC, node.data_version)
     round_number = resolve_round(source, round_number)
+    if node.upload:
+        check_account(source, node.numerai_model)
     features = load_features(source, node.feature_set)
     trained = train_model(source, node, features, return_state=True)
     model = trained.result()

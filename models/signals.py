@@ -263,7 +263,9 @@ def build_training_set(
 # --- 4. model ---------------------------------------------------------------------------------
 
 
-def fit(train: pd.DataFrame, target: str = "target", params: dict | None = None):
+def fit(
+    train: pd.DataFrame, target: str = "target", params: dict | None = None
+) -> lgb.LGBMRegressor:
     """A LightGBM regressor of target on FEATURES."""
     model = lgb.LGBMRegressor(**(DEFAULT_PARAMS | (params or {})))
     model.fit(train[FEATURES], train[target])

@@ -75,10 +75,14 @@ class Backend:
             self.catalogs[tournament].prepare(self.state.current_round(tournament).number)
 
     def open_round(self, tournament: int = CLASSIC) -> RoundRecord:
-        """Generate the next round's data first, then open it, so it never opens without data."""
+        """Generate the next round's data, open the round, then call every model's webhook."""
         if tournament in self.catalogs:
             self.catalogs[tournament].prepare(self.state.current_round(tournament).number + 1)
-        return self.state.open_round(tournament)
+        opened = self.state.open_round(tournament)
+        for model in self.state.models(tournament):
+            if self.state.webhook(model.id):
+                self.state.fire_webhook(model.id)
+        return opened
 
     def owned_model(self, model_id: str | None, tournament: int) -> ModelRecord:
         """The caller's model for a tournament; without an id, the only one there is."""

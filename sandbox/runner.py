@@ -18,6 +18,7 @@ from sandbox.data import DATA_VERSION, SyntheticClassic, size_preset
 from sandbox.server import create_app
 from sandbox.state import CLASSIC, FIRST_ROUND, Clock, Faults, SandboxState, utc_now
 from sandbox.state import SubmissionRecord as SubmissionRecord
+from sandbox.webhooks import WebhookDelivery
 
 DEFAULT_PUBLIC_ID = "sandbox-public-id"
 DEFAULT_SECRET_KEY = "sandbox-secret-key"
@@ -64,7 +65,9 @@ class Sandbox:
             first_round=first_round,
         )
         self.backend = Backend(self.state, {CLASSIC: classic, **(catalogs or {})})
-        self.app = create_app(self.backend, routes)
+        self.webhooks = WebhookDelivery(DATA_VERSION)
+        self.state.webhook_sender = self.webhooks.send
+        self.app = create_app(self.backend, routes, self.webhooks)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -111,6 +114,7 @@ class Sandbox:
             self._thread.join(_STOP_TIMEOUT_S)
         if self._socket is not None:
             self._socket.close()
+        self.webhooks.close()
         self._server, self._thread, self._socket = None, None, None
 
     @property

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from sandbox.backend import Backend
 from sandbox.schema import RequestContext, execute, round_json
 from sandbox.state import CLASSIC, TOURNAMENTS, SandboxError
+from sandbox.webhooks import WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ def _tournament(request: Request, body: dict[str, Any] | None = None) -> int:
 class SandboxApp:
     """Request handlers bound to one backend."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, webhooks: WebhookDelivery | None = None) -> None:
         self.backend = backend
+        self.webhooks = webhooks
 
     @property
     def faults(self):
@@ -142,6 +144,11 @@ class SandboxApp:
             }
         )
 
+    async def admin_webhooks(self, request: Request) -> Response:
+        """Every webhook delivery: when it fired, how it was answered."""
+        deliveries = self.webhooks.deliveries if self.webhooks else []
+        return JSONResponse([d.to_json() for d in deliveries])
+
     async def admin_submissions(self, request: Request) -> Response:
         state = self.backend.state
         name = request.query_params.get("model")
@@ -187,9 +194,11 @@ class SandboxApp:
         return JSONResponse(self.faults.to_json())
 
 
-def create_app(backend: Backend, routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    backend: Backend, routes: Sequence[BaseRoute] = (), webhooks: WebhookDelivery | None = None
+) -> Starlette:
     """The sandbox's ASGI app; `routes` are mounted too (e.g. a price source)."""
-    handlers = SandboxApp(backend)
+    handlers = SandboxApp(backend, webhooks)
     return Starlette(
         routes=[
             Route("/", handlers.graphql, methods=["POST"]),
@@ -202,6 +211,7 @@ def create_app(backend: Backend, routes: Sequence[BaseRoute] = ()) -> Starlette:
             Route("/_sandbox/rounds/open", handlers.admin_open_round, methods=["POST"]),
             Route("/_sandbox/rounds/close", handlers.admin_close_round, methods=["POST"]),
             Route("/_sandbox/faults", handlers.admin_faults, methods=["GET", "POST"]),
+            Route("/_sandbox/webhooks", handlers.admin_webhooks, methods=["GET"]),
             *routes,
         ]
     )

@@ -350,7 +350,7 @@ class SandboxState:
     def fire_webhook(self, model_id: str) -> str:
         """Record a trigger for the model's webhook and return its trigger id.
 
-        Delivery is delegated to `webhook_sender` when one is set (POSTing is future work).
+        Delivery is delegated to `webhook_sender` (the runner sets `WebhookDelivery.send`).
         """
         model = self.model(model_id)
         if model is None:

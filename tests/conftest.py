@@ -1,0 +1,18 @@
+"""Test-wide isolation: a private Prefect home, result store and data cache; no ambient keys."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Set before Prefect or the project is imported: settings are read at import and first use.
+_HOME = Path(tempfile.mkdtemp(prefix="numerai-nodes-tests-"))
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_HOME / "results")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ["NUMERAI_NODES_HOME"] = str(_HOME / "nodes")
+os.environ["NUMERAI_NODES_RETRY_DELAY_SCALE"] = "0"
+for _name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "NUMERAI_API_URL", "PREFECT_API_URL"):
+    os.environ.pop(_name, None)

@@ -1,0 +1,31 @@
+"""Flow tests: one Prefect test server for the session, a fresh sandbox per test."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from sandbox.runner import Sandbox
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def sandbox_data(tmp_path_factory):
+    """Generated data is shared by every sandbox of the session (same size and seed)."""
+    return tmp_path_factory.mktemp("sandbox")
+
+
+@pytest.fixture
+def sandbox(sandbox_data, tmp_path, monkeypatch):
+    """A fresh sandbox the node talks to through the environment, like a deployed node."""
+    with Sandbox(sandbox_data, size="tiny", models=("sandbox_model", "other_model")) as running:
+        monkeypatch.setenv("NUMERAI_API_URL", running.url)
+        monkeypatch.setenv("NUMERAI_PUBLIC_ID", running.public_id)
+        monkeypatch.setenv("NUMERAI_SECRET_KEY", running.secret_key)
+        monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))
+        yield running
