@@ -16,3 +16,14 @@ os.environ["NUMERAI_NODES_HOME"] = str(_HOME / "nodes")
 os.environ["NUMERAI_NODES_RETRY_DELAY_SCALE"] = "0"
 for _name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "NUMERAI_API_URL", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
+
+import pytest  # noqa: E402  (after the environment above is set)
+from prefect.settings import PREFECT_API_URL  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect API for the session (prefect_test_harness: a real server on SQLite)."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from sandbox.runner import Sandbox
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+@pytest.fixture(autouse=True)
+def _prefect(prefect_server):
+    """Every flow test talks to the session's Prefect API."""
+    return prefect_server
 
 
 @pytest.fixture(scope="session")
