@@ -225,6 +225,17 @@ class NumeraiClient:
         self._require_keys("Setting the submission webhook")
         return self._api.set_submission_webhook(model_id, url)
 
+    def registered_webhooks(self) -> dict[str, str | None]:
+        """Model name to the submission webhook Numerai has for it (this tournament)."""
+        self._require_keys("Reading the submission webhooks")
+        query = "query { account { models { name tournament submissionWebhook } } }"
+        models = self._api.raw_query(query, authorization=True)["data"]["account"]["models"]
+        return {
+            model["name"]: model.get("submissionWebhook")
+            for model in models
+            if model["tournament"] == self.tournament
+        }
+
     def trigger_webhook(self, model_id: str) -> str:
         """Ask Numerai to call the model's webhook now, as on round day; returns the trigger id."""
         self._require_keys("Triggering the webhook")

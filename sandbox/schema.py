@@ -92,6 +92,7 @@ type Model {
   tournament: Int!
   submissions: [Submission!]!
   v2Stake: V2Stake
+  submissionWebhook: String
 }
 
 type ApiToken {
@@ -213,6 +214,7 @@ def _model_json(ctx: RequestContext, model: ModelRecord) -> dict[str, Any]:
         "tournament": model.tournament,
         "submissions": [_submission_json(ctx, s) for s in submissions],
         "v2Stake": {"status": None, "txHash": None},
+        "submissionWebhook": ctx.backend.state.webhook(model.id),
     }
 
 

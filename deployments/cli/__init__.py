@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deployments.cli import run
+from deployments.cli import doctor, node, round_day, run, stack, webhook
 
 app = typer.Typer(
     name="numerai-nodes",
@@ -13,6 +13,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(run.app, name="run")
+app.command("up")(stack.up)
+app.command("down")(stack.down)
+app.command("status")(stack.status)
+app.add_typer(webhook.app, name="webhook")
+app.add_typer(node.app, name="node")
+app.command("doctor")(doctor.doctor)
+app.command("round")(round_day.round_command)
 
 
 def _mount_sandbox() -> None:

@@ -1,0 +1,50 @@
+"""`numerai-nodes doctor`: diagnose a setup, one ✓ or ✗ per link, with a fix for each ✗."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from deployments.cli.output import console, fail
+
+
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check versions, the Prefect API, pools and workers, deployments and their triggers,
+    Numerai keys and models, the registered webhooks, the gateway and cloud credentials.
+
+    Uses PREFECT_API_URL and the Numerai settings of the environment, or the running local
+    stack (`numerai-nodes up`) when they are not set. Exits 1 when any check fails.
+    """
+    from deployments.catalogue import CatalogueError, load_nodes
+    from deployments.doctor import diagnose
+    from deployments.environment import local_stack_defaults
+
+    try:
+        nodes = load_nodes()
+    except CatalogueError as exc:
+        raise fail(str(exc)) from None
+    with local_stack_defaults() as stack:
+        gateway = os.environ.get("NUMERAI_NODES_GATEWAY_PUBLIC_URL") or (
+            stack.gateway_url if stack is not None else None
+        )
+        checks = diagnose(nodes, gateway)
+    failed = [check for check in checks if check.status == "fail"]
+    if as_json:
+        console.print_json(
+            json.dumps({"ok": not failed, "checks": [check.to_json() for check in checks]})
+        )
+    else:
+        marks = {"ok": "[green]✓[/]", "fail": "[red]✗[/]", "warn": "[yellow]![/]"}
+        for check in checks:
+            console.print(f"{marks[check.status]} {check.name}: {check.detail}", highlight=False)
+            if check.fix and check.status != "ok":
+                console.print(f"    [dim]fix:[/] {check.fix}", highlight=False)
+        summary = f"{len(failed)} problem(s) found." if failed else "All checks passed."
+        console.print(f"\n[bold]{summary}[/]")
+    if failed:
+        raise typer.Exit(1)

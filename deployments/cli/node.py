@@ -1,0 +1,67 @@
+"""`numerai-nodes node`: prove a deployed node works end to end."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from deployments.cli.output import console, err_console, fail
+
+app = typer.Typer(help="Work with one node of prefect.yaml.", no_args_is_help=True)
+
+
+@app.command("test")
+def test(
+    node: Annotated[str, typer.Argument(help="The node's name in prefect.yaml.")],
+    create_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the flow run to appear.")
+    ] = 60,
+    start_timeout: Annotated[float, typer.Option(help="Seconds a run may wait for a worker.")] = 60,
+    timeout: Annotated[float, typer.Option(help="Seconds the run may take in all.")] = 1800,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Trigger NODE the way Numerai does, follow its flow run, and check the submission.
+
+    Numerai (or the sandbox) calls the node's webhook with a fresh trigger id; the test then
+    follows the flow run in Prefect, streaming its states and logs, and checks that Numerai
+    lists a submission with that trigger id. Exit 0 only if every step holds.
+    """
+    from deployments.catalogue import CatalogueError, find_node
+    from deployments.environment import local_stack_defaults
+    from deployments.nodetest import Timeouts, run_node_test
+    from deployments.runs import RunEvent
+
+    try:
+        found = find_node(node)
+    except CatalogueError as exc:
+        raise fail(str(exc)) from None
+
+    def on_step(step) -> None:
+        if not as_json:
+            mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
+            console.print(f"{mark} {step.name}: {step.detail}", highlight=False)
+
+    def on_event(event: RunEvent) -> None:
+        if as_json:
+            return
+        if event.kind == "state":
+            console.print(f"    [cyan]state[/] {event.text}", highlight=False)
+        else:
+            console.print(f"    [dim]log[/]   {event.text}", highlight=False, markup=False)
+
+    with local_stack_defaults():
+        result = run_node_test(
+            found,
+            Timeouts(create=create_timeout, start=start_timeout, finish=timeout),
+            on_step=on_step,
+            on_event=on_event,
+        )
+    if as_json:
+        console.print_json(json.dumps(result.to_json()))
+    if not result.ok:
+        failed = next(step for step in result.steps if not step.ok)
+        err_console.print(f"[bold red]Node test failed[/] at '{failed.name}'.")
+        raise typer.Exit(1)
+    console.print(f"[bold green]Node {node} works:[/] submission {result.submission_id}")

@@ -1,0 +1,146 @@
+"""`numerai-nodes up`, `down` and `status`: the local stack (Prefect server, worker, gateway)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from deployments.catalogue import CatalogueError
+from deployments.cli.output import console, err_console, fail
+from deployments.stack import LocalStack, StackAlreadyUp, StackInfo, StackSettings
+from flows.errors import NodeError
+
+
+class _ConsoleReporter:
+    """Spinners and notes on stderr, so stdout stays for results."""
+
+    def step(self, message: str) -> AbstractContextManager[object]:
+        return err_console.status(message)
+
+    def note(self, message: str) -> None:
+        err_console.print(f"[yellow]{escape(message)}[/]")
+
+
+def load_stack(**overrides: object) -> LocalStack:
+    """The local stack of this project, with settings from the environment plus `overrides`."""
+    try:
+        settings = StackSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"NUMERAI_NODES_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise fail(escape(f"Invalid local stack settings: {problems}")) from None
+    return LocalStack(settings, reporter=_ConsoleReporter())
+
+
+def up(
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Also start a local Numerai and register on it.")
+    ] = False,
+    sandbox_size: Annotated[
+        str, typer.Option(help="Sandbox data size: tiny, small or bench.")
+    ] = "small",
+    prefect_port: Annotated[
+        int | None,
+        typer.Option(help="Prefect server port (env NUMERAI_NODES_PREFECT_PORT; default 4200)."),
+    ] = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(help="Gateway port (env NUMERAI_NODES_GATEWAY_PORT; default 8787)."),
+    ] = None,
+    sandbox_port: Annotated[
+        int | None,
+        typer.Option(help="Sandbox port (env NUMERAI_NODES_SANDBOX_PORT; default 8686)."),
+    ] = None,
+) -> None:
+    """Start the local stack in the background: Prefect server, worker, gateway (and sandbox).
+
+    Then deploy prefect.yaml to the local pool and register each node's webhook. The server
+    uses SQLite under .numerai-nodes unless NUMERAI_NODES_DATABASE_URL names a PostgreSQL
+    database. Stop it all with `numerai-nodes down`.
+    """
+    stack = load_stack(
+        prefect_port=prefect_port, gateway_port=gateway_port, sandbox_port=sandbox_port
+    )
+    try:
+        info = stack.up(sandbox=sandbox, sandbox_size=sandbox_size)
+    except StackAlreadyUp as exc:
+        if sandbox and exc.info.sandbox_url is None:
+            raise fail(
+                "The local stack is already up, without the sandbox. Stop it with "
+                "`numerai-nodes down`, then run `numerai-nodes up --sandbox`."
+            ) from None
+        err_console.print(str(exc), highlight=False)
+        return
+    except (NodeError, CatalogueError) as exc:
+        raise fail(escape(str(exc))) from None
+    _print_info(info)
+    err_console.print("Stop it with: [bold]numerai-nodes down[/]")
+
+
+def down() -> None:
+    """Stop the local stack: the worker first, then the gateway, the sandbox and the server."""
+    stack = load_stack()
+    try:
+        with err_console.status("Stopping the local stack"):
+            stopped = stack.down()
+    except NodeError as exc:
+        raise fail(escape(str(exc))) from None
+    if not stopped:
+        err_console.print("The local stack is not running.")
+        return
+    survivors = [process for process in stopped if process.alive]
+    if survivors:
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in survivors)
+        raise fail(f"Could not stop: {names}. {stack.stack_file} keeps their PIDs.")
+    names = ", ".join(process.name for process in stopped)
+    err_console.print(f"Stopped the local stack ({names}).")
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    logs: Annotated[
+        int, typer.Option("--logs", metavar="N", help="Also print the last N lines of each log.")
+    ] = 0,
+) -> None:
+    """Show the local stack's processes (pid, alive, url, log) and the Prefect UI URL."""
+    stack = load_stack()
+    try:
+        info = stack.info()
+    except NodeError as exc:
+        raise fail(escape(str(exc))) from None
+    if as_json:
+        data = info.to_json() if info else {"processes": []}
+        data["running"] = bool(info) and any(p.alive for p in info.processes)
+        if logs:
+            processes = info.processes if info else []
+            data["logs"] = {p.name: stack.log_tail(p.name, logs) for p in processes}
+        console.print_json(json.dumps(data))
+        return
+    if info is None:
+        err_console.print("The local stack is not running. Start it with: numerai-nodes up")
+        return
+    _print_info(info)
+    for process in info.processes if logs else []:
+        console.rule(f"{process.name}: {process.log}", style="dim")
+        console.print(stack.log_tail(process.name, logs), markup=False, highlight=False)
+
+
+def _print_info(info: StackInfo) -> None:
+    table = Table("process", "pid", "state", "url")
+    table.add_column("log", overflow="fold")
+    for process in info.processes:
+        state = "[green]alive[/]" if process.alive else "[red]dead[/]"
+        table.add_row(process.name, str(process.pid), state, process.url or "-", str(process.log))
+    console.print(table)
+    console.print(f"Prefect UI: [bold]{info.ui_url}[/]  (API {info.prefect_api_url})")
+    console.print(f"Work pool: {info.work_pool}; database: {info.database}")
+    for node, url in info.webhooks.items():
+        console.print(f"Webhook of node {node}: {url}", highlight=False)

@@ -1,0 +1,324 @@
+"""`doctor`: check every link from Numerai's webhook to a submission, and say how to fix each."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
+
+from deployments.catalogue import Node
+from deployments.events import node_resource_id
+from deployments.webhooks import gateway_url, is_prefect_cloud
+from flows.errors import NodeError
+from flows.keys import connect
+
+Status = Literal["ok", "fail", "warn"]
+_PACKAGES = ("prefect", "numerapi", "numerai-tools", "lightgbm", "pandas", "yfinance")
+_WORKER_GRACE_SECONDS = 120
+
+
+@dataclass
+class Check:
+    """One diagnosis: what was checked, its status, what was seen, and the fix when it failed."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def diagnose(nodes: list[Node], gateway_base: str | None) -> list[Check]:
+    """Run every check in order; later checks are skipped only when they cannot run at all."""
+    checks = [_versions()]
+    api_url = PREFECT_API_URL.value()
+    api_check, reachable = _prefect_api(api_url)
+    checks.append(api_check)
+    cloud = is_prefect_cloud(api_url)
+    if reachable:
+        with get_client(sync_client=True) as client:
+            checks += _pools(client, nodes)
+            checks += _deployments(client, nodes)
+    checks += _numerai(nodes, gateway_base, cloud)
+    if not cloud:
+        checks.append(_gateway(gateway_base))
+    checks += _cloud_credentials(nodes)
+    return checks
+
+
+def _versions() -> Check:
+    found = []
+    for package in _PACKAGES:
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} missing")
+    detail = f"Python {platform.python_version()}; " + ", ".join(found)
+    if sys.version_info < (3, 11) or any(item.endswith("missing") for item in found):
+        return Check("versions", "fail", detail, "Run `uv sync` in the project directory.")
+    return Check("versions", "ok", detail)
+
+
+def _prefect_api(api_url: str | None) -> tuple[Check, bool]:
+    if not api_url:
+        return (
+            Check(
+                "prefect api",
+                "fail",
+                "PREFECT_API_URL is not set, so flows run on a temporary server.",
+                "Start the local stack (`numerai-nodes up`) or set PREFECT_API_URL "
+                "(`prefect cloud login` for Prefect Cloud).",
+            ),
+            False,
+        )
+    kind = "Prefect Cloud" if is_prefect_cloud(api_url) else "self-hosted Prefect server"
+    try:
+        with get_client(sync_client=True) as client:
+            client.api_healthcheck()
+            problem = client.api_healthcheck()
+    except Exception as exc:  # any failure to reach the API is the diagnosis itself
+        problem = exc
+    if problem is not None:
+        return (
+            Check(
+                "prefect api",
+                "fail",
+                f"{kind} at {api_url} is unreachable ({type(problem).__name__}).",
+                "Start it (`numerai-nodes up`), or fix PREFECT_API_URL.",
+            ),
+            False,
+        )
+    return Check("prefect api", "ok", f"{kind} at {api_url}"), True
+
+
+def _pools(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
+    checks = []
+    for pool_name in sorted({node.work_pool for node in nodes}):
+        name = f"work pool {pool_name}"
+        try:
+            pool = client.read_work_pool(pool_name)
+        except ObjectNotFound:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    "does not exist",
+                    f"Create it: `prefect work-pool create {pool_name} --type process` "
+                    "(or `numerai-nodes up` locally, `numerai-nodes infra ... up` on a cloud).",
+                )
+            )
+            continue
+        if pool.type.endswith(":push"):
+            checks.append(Check(name, "ok", f"{pool.type} push pool: needs no worker"))
+            continue
+        workers = client.read_workers_for_work_pool(pool_name)
+        online = [w for w in workers if str(w.status.value).upper() == "ONLINE"]
+        if online:
+            names = ", ".join(w.name for w in online)
+            checks.append(Check(name, "ok", f"{pool.type} pool with live worker(s): {names}"))
+        else:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{pool.type} pool has no live worker, so flow runs stay Scheduled",
+                    f"Start one: `prefect worker start --pool {pool_name}` "
+                    "(or `numerai-nodes up` for the local stack).",
+                )
+            )
+    return checks
+
+
+def _deployments(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
+    checks = []
+    automations = client.read_automations()
+    for node in nodes:
+        name = f"node {node.name}"
+        try:
+            deployment = client.read_deployment_by_name(node.full_name)
+        except ObjectNotFound:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{node.full_name} is not deployed",
+                    "Deploy the catalogue: `prefect --no-prompt deploy --all`.",
+                )
+            )
+            continue
+        if _has_trigger(automations, node, deployment.id):
+            checks.append(
+                Check(name, "ok", f"deployed with its webhook trigger ({node.full_name})")
+            )
+        else:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{node.full_name} is deployed but no automation runs it on "
+                    f"{node_resource_id(node.name)} events",
+                    "Give the deployment its `triggers:` entry in prefect.yaml, then deploy again.",
+                )
+            )
+    return checks
+
+
+def _has_trigger(automations, node: Node, deployment_id) -> bool:
+    resource = node_resource_id(node.name)
+    for automation in automations:
+        if not automation.enabled:
+            continue
+        match = getattr(automation.trigger, "match", None)
+        ids = getattr(match, "root", {}).get("prefect.resource.id") if match else None
+        matched = ids == resource or (isinstance(ids, list) and resource in ids)
+        runs_it = any(
+            getattr(action, "deployment_id", None) == deployment_id for action in automation.actions
+        )
+        if matched and runs_it:
+            return True
+    return False
+
+
+def _numerai(nodes: list[Node], gateway_base: str | None, cloud: bool) -> list[Check]:
+    checks = []
+    for tournament in sorted({node.tournament for node in nodes}):
+        client = connect(tournament)
+        if not client.has_keys:
+            checks.append(
+                Check(
+                    f"numerai keys (tournament {tournament})",
+                    "fail",
+                    "no Numerai API keys found",
+                    "Set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY, or the Prefect Secret blocks "
+                    "numerai-public-id and numerai-secret-key.",
+                )
+            )
+            continue
+        try:
+            models = client.models()
+        except NodeError as exc:
+            checks.append(Check(f"numerai keys (tournament {tournament})", "fail", str(exc)))
+            continue
+        checks.append(
+            Check(f"numerai keys (tournament {tournament})", "ok", f"valid at {client.url}")
+        )
+        try:
+            webhooks = client.registered_webhooks()
+        except NodeError:
+            webhooks = None
+        for node in (n for n in nodes if n.tournament == tournament):
+            checks.append(_model_and_webhook(node, models, webhooks, gateway_base, cloud))
+    return checks
+
+
+def _model_and_webhook(node, models, webhooks, gateway_base, cloud) -> Check:
+    name = f"numerai model of {node.name}"
+    if node.numerai_model not in models:
+        known = ", ".join(sorted(models)) or "none"
+        return Check(
+            name,
+            "fail",
+            f"no model '{node.numerai_model}' on the account (models: {known})",
+            "Fix `numerai_model` of the node in prefect.yaml, or create the model on numer.ai.",
+        )
+    if webhooks is None:
+        return Check(
+            name,
+            "warn",
+            f"'{node.numerai_model}' exists; its registered webhook cannot be read here",
+            f"Re-register it to be sure: `numerai-nodes webhook register {node.name}`.",
+        )
+    registered = webhooks.get(node.numerai_model)
+    expected = _expected_webhook(node, gateway_base, cloud)
+    fix = f"Register it: `numerai-nodes webhook register {node.name}`."
+    if not registered:
+        return Check(name, "fail", f"'{node.numerai_model}' has no webhook on Numerai", fix)
+    if expected is not None and registered != expected:
+        return Check(
+            name, "fail", f"'{node.numerai_model}' calls another URL than this node's", fix
+        )
+    return Check(name, "ok", f"'{node.numerai_model}' exists and calls this node's webhook")
+
+
+def _expected_webhook(node: Node, gateway_base: str | None, cloud: bool) -> str | None:
+    if cloud or not gateway_base:
+        return None
+    from deployments.tokens import load_token
+
+    token = load_token(node.name)
+    return gateway_url(gateway_base, node.name, token.get_secret_value()) if token else None
+
+
+def _gateway(gateway_base: str | None) -> Check:
+    if not gateway_base:
+        return Check(
+            "gateway",
+            "fail",
+            "no gateway URL known (self-hosted Prefect needs the gateway for webhooks)",
+            "Start the local stack (`numerai-nodes up`) or set NUMERAI_NODES_GATEWAY_PUBLIC_URL.",
+        )
+    url = gateway_base.rstrip("/") + "/healthz"
+    try:
+        response = httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        return Check(
+            "gateway",
+            "fail",
+            f"{gateway_base} is unreachable ({type(exc).__name__})",
+            "Start it: `python -m deployments.gateway` (or `numerai-nodes up`).",
+        )
+    if response.status_code != 200:
+        return Check(
+            "gateway",
+            "fail",
+            f"{gateway_base} answers {response.status_code}: {response.text[:120]}",
+            "The gateway cannot reach Prefect; check its PREFECT_API_URL.",
+        )
+    return Check("gateway", "ok", f"{gateway_base} is up and reaches Prefect")
+
+
+def _cloud_credentials(nodes: list[Node]) -> list[Check]:
+    checks = []
+    pools = {node.work_pool for node in nodes}
+    if any("ecs" in pool for pool in pools):
+        found = (
+            any(os.environ.get(var) for var in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ROLE_ARN"))
+            or (Path.home() / ".aws" / "credentials").exists()
+        )
+        checks.append(
+            Check("aws credentials", "ok", "found")
+            if found
+            else Check(
+                "aws credentials",
+                "fail",
+                "no AWS credentials for the ECS pool",
+                "Run `aws configure` (or set AWS_PROFILE).",
+            )
+        )
+    if any("cloud-run" in pool or "gcp" in pool for pool in pools):
+        adc = Path.home() / ".config" / "gcloud" / "application_default_credentials.json"
+        found = bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")) or adc.exists()
+        checks.append(
+            Check("gcp credentials", "ok", "found")
+            if found
+            else Check(
+                "gcp credentials",
+                "fail",
+                "no Google credentials for the Cloud Run pool",
+                "Run `gcloud auth application-default login`.",
+            )
+        )
+    if not checks:
+        checks.append(Check("cloud credentials", "ok", "no cloud pools in use"))
+    return checks
