@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
@@ -123,7 +124,7 @@ def _pools(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
             checks.append(Check(name, "ok", f"{pool.type} push pool: needs no worker"))
             continue
         workers = client.read_workers_for_work_pool(pool_name)
-        online = [w for w in workers if str(w.status.value).upper() == "ONLINE"]
+        online = [w for w in workers if _alive(w)]
         if online:
             names = ", ".join(w.name for w in online)
             checks.append(Check(name, "ok", f"{pool.type} pool with live worker(s): {names}"))
@@ -138,6 +139,15 @@ def _pools(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
                 )
             )
     return checks
+
+
+def _alive(worker) -> bool:
+    """Online, with a heartbeat younger than two intervals (the server waits for three)."""
+    if str(worker.status.value).upper() != "ONLINE" or worker.last_heartbeat_time is None:
+        return False
+    interval = worker.heartbeat_interval_seconds or 30
+    age = (datetime.now(UTC) - worker.last_heartbeat_time).total_seconds()
+    return age < max(2 * interval, 10)
 
 
 def _deployments(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:

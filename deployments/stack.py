@@ -562,6 +562,8 @@ class LocalStack:
         return {
             "PREFECT_WORKER_QUERY_SECONDS": str(poll),
             "PREFECT_WORKER_PREFETCH_SECONDS": str(max(2.0, 2 * poll)),
+            # A short heartbeat lets `doctor` see a stopped worker within seconds.
+            "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
         }
 
     def _sandbox_command(self, nodes: list[Node], size: str) -> list[str]:
