@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -12,7 +13,9 @@ import httpx
 from deployments.catalogue import Node
 from deployments.events import check_node_name
 from flows.errors import ConfigurationError, NumeraiApiError
-from flows.numerai import NumeraiClient
+
+if TYPE_CHECKING:  # numerapi pulls in pandas: keep it out of the CLI's start-up
+    from flows.numerai import NumeraiClient
 
 _CLOUD_WORKSPACE_PATH = re.compile(
     r"/api/accounts/[0-9a-f-]{36}/workspaces/[0-9a-f-]{36}/?$", re.IGNORECASE

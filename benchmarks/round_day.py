@@ -1,0 +1,147 @@
+"""Benchmark round day on the local stack: webhook → flow run created, webhook → submission.
+
+    uv run python benchmarks/round_day.py [--rounds 20] [--fleet 10] [--fleet-rounds 5]
+
+Brings a local stack up (Prefect server, process worker, gateway, tiny sandbox) in a temporary
+home, first with the project's catalogue (one node), then with a generated catalogue of
+`--fleet` tournament nodes. A warm-up round caches the model, so the figures are for a warm
+model. Each round the sandbox opens a round and calls every webhook at once; the figures come
+from the sandbox's delivery times, Prefect's flow-run creation times and the sandbox's
+submission times. Prints p50 and p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deployments.stack import LocalStack, StackSettings  # noqa: E402
+from tests.integration.servers import free_port  # noqa: E402
+
+
+def _catalogue(project: Path, nodes: int) -> Path:
+    """A project directory whose prefect.yaml declares `nodes` copies of the tournament node."""
+    project.mkdir(parents=True)
+    for name in ("flows", "models", "deployments", "sandbox"):
+        (project / name).symlink_to(ROOT / name)
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    template = next(d for d in document["deployments"] if d["name"] == "tournament")
+    entries = []
+    for i in range(nodes):
+        name = f"node{i:02d}"
+        entry = yaml.safe_load(yaml.safe_dump(template))  # a deep copy without anchors
+        entry["name"] = name
+        entry["parameters"]["node"].update(name=name, numerai_model=f"model{i:02d}")
+        entry["triggers"][0]["match"]["prefect.resource.id"] = f"numerai.node.{name}"
+        entries.append(entry)
+    document["deployments"] = entries
+    document.pop("definitions", None)
+    (project / "prefect.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return project
+
+
+@contextlib.contextmanager
+def _stack(project: Path, home: Path):
+    settings = StackSettings(
+        home=home,
+        prefect_port=free_port(),
+        gateway_port=free_port(),
+        sandbox_port=free_port(),
+        _env_file=None,
+    )
+    os.environ["PREFECT_UI_ENABLED"] = "false"
+    stack = LocalStack(settings, project_dir=project)
+    started = time.perf_counter()
+    info = stack.up(sandbox=True, sandbox_size="tiny")
+    print(f"  stack up in {time.perf_counter() - started:.0f} s")
+    try:
+        yield info
+    finally:
+        stack.down()
+
+
+def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, float]]:
+    """Open a round; return (webhook→created, webhook→submission) seconds per node."""
+    base = info.sandbox_url.rstrip("/")
+    number = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": 8}).json()["number"]
+    deadline = time.monotonic() + timeout
+    while True:
+        subs = httpx.get(f"{base}/_sandbox/submissions").json()
+        done = [s for s in subs if s["round"] == number and s["model_name"] in models]
+        if len(done) >= len(models):
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"round {number}: only {len(done)} of {len(models)} nodes submitted")
+        time.sleep(0.5)
+    deliveries = {
+        d["trigger_id"]: datetime.fromisoformat(d["fired_at"])
+        for d in httpx.get(f"{base}/_sandbox/webhooks").json()
+        if d["round"] == number
+    }
+    runs = httpx.post(f"{info.prefect_api_url}/flow_runs/filter", json={"limit": 200}).json()
+    created = {
+        r["parameters"].get("trigger_id"): datetime.fromisoformat(r["created"]) for r in runs
+    }
+    figures = []
+    for submission in done:
+        fired = deliveries[submission["trigger_id"]]
+        inserted = datetime.fromisoformat(submission["inserted_at"])
+        figures.append(
+            (
+                (created[submission["trigger_id"]] - fired).total_seconds(),
+                (inserted - fired).total_seconds(),
+            )
+        )
+    return figures
+
+
+def _measure(label: str, project: Path, home: Path, nodes: int, rounds: int) -> None:
+    models = {f"model{i:02d}" for i in range(nodes)} if nodes > 1 else {"my_model"}
+    print(f"{label}: {nodes} node(s), {rounds} rounds")
+    with _stack(project, home) as info:
+        _round(info, models)  # warm-up: trains and caches the model
+        samples = []
+        for i in range(rounds):
+            figures = _round(info, models)
+            samples += figures
+            slowest = max(s for _, s in figures)
+            print(f"  round {i + 1}/{rounds}: slowest webhook → submission {slowest:.1f} s")
+    created = [c for c, _ in samples]
+    submitted = [s for _, s in samples]
+    print(f"{label} ({len(samples)} runs):")
+    for name, values in (("flow run created", created), ("submission", submitted)):
+        print(f"  webhook → {name:<17} p50 {_p(values, 50):6.2f} s  p95 {_p(values, 95):6.2f} s")
+
+
+def _p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="numerai-nodes-round-bench-"))
+    os.chdir(ROOT)
+    _measure("one node", ROOT, work / "one", 1, args.rounds)
+    fleet = _catalogue(work / "fleet-project", args.fleet)
+    os.chdir(fleet)
+    _measure(f"{args.fleet} nodes at once", fleet, work / "fleet", args.fleet, args.fleet_rounds)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--fleet", type=int, default=10)
+    parser.add_argument("--fleet-rounds", type=int, default=5)
+    main(parser.parse_args())
