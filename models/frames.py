@@ -43,6 +43,11 @@ def read_columns(path: str | Path, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def read_target(path: str | Path, target: str) -> np.ndarray:
+    """One target column as float32, without the `id` index (ids cost more than targets)."""
+    return pq.read_table(path, columns=[target]).column(0).to_numpy().astype(np.float32)
+
+
 def read_ids(path: str | Path) -> pd.Index:
     """The `id` index of a Numerai file, in file order."""
     schema = pq.read_schema(path)
@@ -54,7 +59,7 @@ def read_ids(path: str | Path) -> pd.Index:
 class RowBatches(lgb.Sequence):
     """Rows of an int8 matrix handed to LightGBM in float batches, so it never copies it whole."""
 
-    def __init__(self, matrix: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 65536):
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 4096):
         self.matrix = matrix
         self.rows = rows
         self.batch_size = batch_size

@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.frames import RowBatches, read_columns, read_feature_matrix, read_ids
+from models.frames import RowBatches, read_feature_matrix, read_ids, read_target
 
 # Good starting values from Numerai's example model. A node overrides them in prefect.yaml.
 DEFAULT_PARAMS: dict = {
@@ -31,7 +31,7 @@ def train(
     """Fit a LightGBM regressor of `target` on `features`, skipping rows without a target."""
     params = {**DEFAULT_PARAMS, **params}
     rounds = int(params.pop("n_estimators"))
-    labels = read_columns(train_path, [target])[target].to_numpy(dtype=np.float32)
+    labels = read_target(train_path, target)
     rows = np.flatnonzero(~np.isnan(labels))
     matrix = read_feature_matrix(train_path, features)
 
@@ -40,9 +40,11 @@ def train(
         RowBatches(matrix, rows),
         label=labels[rows],
         feature_name=features,
-        params={"max_bin": 7, "bin_construct_sample_cnt": 50_000, "verbose": -1},
+        params={"max_bin": 7, "bin_construct_sample_cnt": 20_000, "verbose": -1},
     )
     callbacks = [_report_every(rounds, on_progress)] if on_progress else []
+    dataset.construct()
+    del matrix  # LightGBM holds its own binned copy now
     booster = lgb.train(
         {
             "objective": "regression",
@@ -56,7 +58,6 @@ def train(
         num_boost_round=rounds,
         callbacks=callbacks,
     )
-    del dataset, matrix
     return booster
 
 
