@@ -181,13 +181,17 @@ class _Sandbox:
     public_id: str
     secret_key: str = field(repr=False)
     models: dict[str, str]
+    yahoo_url: str | None = None
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "NUMERAI_API_URL": self.url,
             "NUMERAI_PUBLIC_ID": self.public_id,
             "NUMERAI_SECRET_KEY": self.secret_key,
         }
+        if self.yahoo_url:  # the sandbox's Yahoo fake, for Signals nodes
+            env["NUMERAI_NODES_YAHOO_URL"] = self.yahoo_url
+        return env
 
 
 # Popen objects of the children this interpreter started, so that it can reap them.
@@ -449,7 +453,13 @@ class LocalStack:
             raw = json.loads(self.sandbox_ready_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return _Sandbox(raw["url"], raw["public_id"], raw["secret_key"], dict(raw["models"]))
+        return _Sandbox(
+            raw["url"],
+            raw["public_id"],
+            raw["secret_key"],
+            dict(raw["models"]),
+            raw.get("yahoo_url"),
+        )
 
     # Internals: processes ----------------------------------------------------------------------
 

@@ -61,3 +61,7 @@ class UploadRejected(NodeError):
 
 class InvalidPredictions(NodeError, ValueError):
     """The predictions failed validation; nothing was uploaded."""
+
+
+class InsufficientCoverage(InvalidPredictions):
+    """Too few live Signals tickers could be priced or predicted for Numerai to accept them."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows import cache
@@ -47,6 +52,30 @@ class SubmissionOutcome(BaseModel):
     trigger_id: str | None = None
 
 
+def run_name() -> str:
+    """A flow run's name: the node's name and the trigger id (or "manual")."""
+    node = flow_run.parameters.get("node")
+    name = node.name if isinstance(node, BaseModel) else (node or {}).get("name", "node")
+    trigger = flow_run.parameters.get("trigger_id") or "manual"
+    return f"{name}-{trigger}"
+
+
+def spec_key(prefix: str, spec: dict) -> str:
+    """A cache key for everything that shapes a result: the same spec, the same key."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{prefix}-{digest[:40]}"
+
+
+def code_digest(module: ModuleType) -> str:
+    """A hash of a module's source, so a changed model retrains."""
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+
+
+def retry_delay_scale() -> float:
+    """NUMERAI_NODES_RETRY_DELAY_SCALE: 1 by default; a rehearsal or a test sets 0."""
+    return float(os.environ.get(_DELAY_SCALE_ENV, "1"))
+
+
 class RetryDelays(list):
     """Retry delays in seconds, scaled at retry time by NUMERAI_NODES_RETRY_DELAY_SCALE.
 
@@ -55,7 +84,7 @@ class RetryDelays(list):
     """
 
     def __getitem__(self, index):
-        return super().__getitem__(index) * float(os.environ.get(_DELAY_SCALE_ENV, "1"))
+        return super().__getitem__(index) * retry_delay_scale()
 
 
 _DELAY_SCALE_ENV = "NUMERAI_NODES_RETRY_DELAY_SCALE"

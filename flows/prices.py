@@ -117,8 +117,9 @@ class YahooPriceSource:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-                # yfinance memoises past-range answers in-process, failures included.
-                YfData.cache_get.cache_clear()
+            # yfinance memoises past-range answers in-process by Yahoo URL, failures included,
+            # whichever host the session sent them to: always ask the source afresh.
+            YfData.cache_get.cache_clear()
             for i in range(0, len(pending), self.batch_size):
                 frames.append(self._download(pending[i : i + self.batch_size], start, end))
             found = set().union(*(set(f["symbol"]) for f in frames))
@@ -233,7 +234,8 @@ class PriceCache:
     def missing_ranges(
         self, symbols: Iterable[str], start, end
     ) -> dict[str, list[tuple[dt.date, dt.date]]]:
-        """Per symbol, the parts of [start, end) not fetched yet; fully cached symbols left out."""
+        """Per symbol, the days to fetch so the cache covers [start, end) (with any days between
+        it and the cached range); fully cached symbols are left out."""
         coverage, gaps = self.coverage(), {}
         start, end = _as_date(start), _as_date(end)
         for symbol in symbols:
@@ -242,8 +244,10 @@ class PriceCache:
             else:
                 lo = dt.date.fromisoformat(coverage[symbol]["start"])
                 hi = dt.date.fromisoformat(coverage[symbol]["end"])
-                before = (start, min(lo, end)) if start < lo else None
-                after = (max(hi, start), end) if end > hi else None
+                # Coverage is one range per symbol, so a request beside it also fetches the
+                # days between: the cached days stay contiguous.
+                before = (start, lo) if start < lo else None
+                after = (hi, end) if end > hi else None
                 gaps[symbol] = [r for r in (before, after) if r and r[0] < r[1]]
         return {s: r for s, r in gaps.items() if r}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import pandas as pd
 from numerai_tools.scoring import numerai_corr
@@ -13,8 +14,10 @@ from pydantic import BaseModel
 
 from flows.node import SubmissionOutcome
 from flows.validation import PredictionSummary
+from models.signals import Coverage
 
 _BAR_WIDTH = 24
+_EXAMPLES = 5  # tickers named per coverage stage
 
 
 class EraScores(BaseModel):
@@ -57,6 +60,7 @@ def summary(
     checked: PredictionSummary,
     scores: EraScores | None,
     trained: bool,
+    coverage: Coverage | None = None,
 ) -> str:
     """The run's markdown summary."""
     lines = [
@@ -70,6 +74,8 @@ def summary(
         f"| Model | {'trained this run' if trained else 'loaded from the model cache'} |",
         f"| Predictions | {checked.rows} rows for {checked.live_rows} live ids |",
     ]
+    if coverage is not None:
+        lines.append(f"| Coverage | {coverage.summary()} |")
     if scores is not None:
         lines += [
             "",
@@ -102,6 +108,46 @@ def submission_rows(outcome: SubmissionOutcome, checked: PredictionSummary) -> l
     ]
 
 
+def coverage_rows(coverage: Coverage, not_found: Collection[str] = ()) -> list[dict]:
+    """The live universe stage by stage: how many tickers got through, and who fell out.
+
+    not_found: Numerai tickers Yahoo had no prices for at all (unknown, delisted or failing);
+    the other unpriced tickers had prices, but none recent enough (stale) on the live date.
+    """
+    missing = set(not_found)
+    no_prices = [t for t in coverage.unpriced if t in missing]
+    stale = [t for t in coverage.unpriced if t not in missing]
+    stages = [
+        ("live universe", coverage.universe, []),
+        ("mapped to a Yahoo symbol", coverage.mapped, list(coverage.unmapped)),
+        ("prices from Yahoo", coverage.mapped - len(no_prices), no_prices),
+        ("a recent price on the live date", coverage.priced, stale),
+        ("predicted", coverage.predicted, []),
+    ]
+    rows, previous = [], coverage.universe
+    for stage, count, lost in stages:
+        rows.append(
+            {
+                "stage": stage,
+                "tickers": count,
+                "dropped": previous - count,
+                "examples": ", ".join(sorted(lost)[:_EXAMPLES])
+                + (" …" if len(lost) > _EXAMPLES else ""),
+            }
+        )
+        previous = count
+    return rows
+
+
+def publish_coverage(node: str, coverage: Coverage, not_found: Collection[str] = ()) -> None:
+    """Publish the Signals coverage table (also when too few tickers stop the run)."""
+    create_table_artifact(
+        coverage_rows(coverage, not_found),
+        key=f"{_artifact_key(node)}-coverage",
+        description=f"{node}: {coverage.summary()}",
+    )
+
+
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
 def publish_report(
     node: str,
@@ -109,11 +155,12 @@ def publish_report(
     checked: PredictionSummary,
     scores: EraScores | None,
     trained: bool,
+    coverage: Coverage | None = None,
 ) -> None:
     """Publish the summary, the per-era chart and the submission table as Prefect artifacts."""
     key = _artifact_key(node)
     create_markdown_artifact(
-        summary(node, outcome, checked, scores, trained),
+        summary(node, outcome, checked, scores, trained, coverage),
         key=f"{key}-summary",
         description=f"{node}: round {outcome.round_number}",
     )

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NUMERAI_API_URL = "https://api-tournament.numer.ai"
+YAHOO_FINANCE_URL = "https://finance.yahoo.com"
 
 
 class NodesSettings(BaseSettings):
@@ -44,11 +45,21 @@ class NodesSettings(BaseSettings):
     show_progress: bool = Field(
         False, description="Show download progress bars (the CLI turns this on in a terminal)."
     )
+    yahoo_url: str | None = Field(
+        None,
+        description="Base URL that Signals nodes send yfinance's Yahoo Finance requests to "
+        "(env NUMERAI_NODES_YAHOO_URL); unset means the real Yahoo Finance.",
+    )
 
     @property
     def data_dir(self) -> Path:
         """Data cache of this API: data from different APIs never mixes."""
         return self.home / "data" / source_label(self.api_url)
+
+    @property
+    def prices_dir(self) -> Path:
+        """Daily price cache of the price source: prices from different sources never mix."""
+        return self.home / "prices" / source_label(self.yahoo_url or YAHOO_FINANCE_URL)
 
 
 def source_label(api_url: str) -> str:

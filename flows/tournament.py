@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import inspect
 import json
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +13,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows import cache
@@ -24,8 +21,11 @@ from flows.node import (
     DataSource,
     SubmissionOutcome,
     check_account,
+    code_digest,
     download_dataset,
     resolve_round,
+    run_name,
+    spec_key,
     submit_predictions,
 )
 from flows.numerai import CLASSIC
@@ -81,11 +81,10 @@ def model_cache_key(context: TaskRunContext, parameters: dict) -> str:
         "data_version": source.data_version,
         "feature_set": node.feature_set,
         "target": node.target,
-        "code": hashlib.sha256(inspect.getsource(module).encode()).hexdigest(),
+        "code": code_digest(module),
         "lightgbm": lightgbm.__version__,
     }
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
-    return f"model-{digest[:40]}"
+    return spec_key("model", spec)
 
 
 def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
@@ -176,15 +175,7 @@ def score_validation(
     return scores
 
 
-def _run_name() -> str:
-    parameters = flow_run.parameters
-    node = parameters.get("node")
-    name = node.name if isinstance(node, TournamentNode) else (node or {}).get("name", "node")
-    trigger = parameters.get("trigger_id") or "manual"
-    return f"{name}-{trigger}"
-
-
-@flow(name="tournament-node", flow_run_name=_run_name, log_prints=True)
+@flow(name="tournament-node", flow_run_name=run_name, log_prints=True)
 def tournament_node(
     node: TournamentNode | None = None,
     trigger_id: str | None = None,

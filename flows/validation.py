@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
-from numerai_tools.submissions import validate_submission_numerai
+from numerai_tools.submissions import (
+    SIGNALS_MIN_TICKERS,
+    validate_submission_numerai,
+    validate_submission_signals,
+)
 
 from flows.errors import InvalidPredictions
 
@@ -38,6 +44,52 @@ def check_classic(predictions: pd.Series, live_ids: pd.Index) -> PredictionSumma
         maximum=float(predictions.max()),
         mean=float(predictions.mean()),
         std=float(predictions.std()),
+    )
+
+
+def check_signals(submission: pd.DataFrame, universe: Iterable[str]) -> PredictionSummary:
+    """Validate a Signals submission (numerai_ticker, signal) against the live universe, then
+    with numerai-tools: values in (0, 1), no duplicates, at least SIGNALS_MIN_TICKERS tickers,
+    and no ticker outside the universe (Numerai would silently drop it)."""
+    if list(submission.columns) != ["numerai_ticker", "signal"]:
+        raise InvalidPredictions(
+            f"The Signals predictions have columns {list(submission.columns)}; expected "
+            "['numerai_ticker', 'signal']. Nothing was uploaded."
+        )
+    signal = submission.set_index("numerai_ticker")["signal"]
+    live = pd.Index(pd.unique(pd.Series(list(universe), dtype="str")))
+    _check_values(signal)
+    duplicated = signal.index[signal.index.duplicated()]
+    if len(duplicated):
+        raise InvalidPredictions(
+            f"{len(duplicated)} tickers appear more than once ({_sample(duplicated)}). "
+            "Nothing was uploaded."
+        )
+    outside = signal.index.difference(live)
+    if len(outside):
+        raise InvalidPredictions(
+            f"{len(outside)} tickers are not in this round's live universe "
+            f"({_sample(outside)}). Predict on this round's live.parquet. Nothing was uploaded."
+        )
+    if len(signal) < SIGNALS_MIN_TICKERS:
+        raise InvalidPredictions(
+            f"Only {len(signal)} of the {len(live)} live tickers have a prediction; Numerai "
+            f"needs at least {SIGNALS_MIN_TICKERS}. Nothing was uploaded."
+        )
+    try:
+        with warnings.catch_warnings():
+            # numerai-tools' own pandas deprecation warnings are not ours to fix.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"numerai_tools")
+            validate_submission_signals(pd.DataFrame({"numerai_ticker": live}), submission.copy())
+    except AssertionError as exc:
+        raise InvalidPredictions(f"numerai-tools rejected the predictions: {exc}") from None
+    return PredictionSummary(
+        rows=len(signal),
+        live_rows=len(live),
+        minimum=float(signal.min()),
+        maximum=float(signal.max()),
+        mean=float(signal.mean()),
+        std=float(signal.std()),
     )
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.data import SIZES
-from sandbox.runner import DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, Sandbox
+from sandbox.runner import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, Sandbox
 from sandbox.state import CLASSIC
 
 app = typer.Typer(
@@ -43,7 +43,10 @@ Models = Annotated[
 ]
 ReadyFile = Annotated[
     Path | None,
-    typer.Option(help="Write {url, public_id, secret_key, models, pid} as JSON once listening."),
+    typer.Option(
+        help="Write {url, yahoo_url, public_id, secret_key, models, model_tournaments, pid} "
+        "as JSON once listening."
+    ),
 ]
 Url = Annotated[
     str,
@@ -59,9 +62,11 @@ def _write_ready_file(path: Path, sandbox: Sandbox) -> None:
     """Atomically write what a parent process needs to talk to this sandbox."""
     info = {
         "url": sandbox.url,
+        "yahoo_url": sandbox.yahoo_url,
         "public_id": sandbox.public_id,
         "secret_key": sandbox.secret_key,
         "models": sandbox.models,
+        "model_tournaments": {m.name: m.tournament for m in sandbox.state.models()},
         "pid": os.getpid(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +78,7 @@ def _write_ready_file(path: Path, sandbox: Sandbox) -> None:
 def _announce(sandbox: Sandbox) -> None:
     table = Table(title="Numerai sandbox", show_header=False)
     table.add_row("NUMERAI_API_URL", sandbox.url)
+    table.add_row("NUMERAI_NODES_YAHOO_URL", sandbox.yahoo_url)
     table.add_row("NUMERAI_PUBLIC_ID", sandbox.public_id)
     table.add_row("NUMERAI_SECRET_KEY", sandbox.secret_key)
     for name, model_id in sandbox.models.items():
@@ -108,7 +114,7 @@ def serve(
         data_dir=data_dir,
         public_id=public_id,
         secret_key=secret_key,
-        models=tuple(models or ("sandbox_model",)),
+        models=tuple(models or DEFAULT_MODELS),
         host=host,
         port=port,
     )

@@ -10,24 +10,33 @@ from pathlib import Path
 from types import TracebackType
 
 import uvicorn
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 
 from sandbox.backend import Backend
 from sandbox.catalog import DatasetCatalog, DirectoryCatalog
 from sandbox.data import DATA_VERSION, SyntheticClassic, size_preset
 from sandbox.server import create_app
-from sandbox.state import CLASSIC, FIRST_ROUND, Clock, Faults, SandboxState, utc_now
+from sandbox.signals_data import SIGNALS_VERSION, SyntheticSignals
+from sandbox.state import CLASSIC, FIRST_ROUND, SIGNALS, Clock, Faults, SandboxState, utc_now
 from sandbox.state import SubmissionRecord as SubmissionRecord
 from sandbox.webhooks import WebhookDelivery
+from sandbox.yahoo import YahooFake
+from sandbox.yahoo import create_app as create_yahoo_app
 
 DEFAULT_PUBLIC_ID = "sandbox-public-id"
 DEFAULT_SECRET_KEY = "sandbox-secret-key"
+DEFAULT_MODELS = ("sandbox_model", "sandbox_signals:signals")
+YAHOO_PATH = "/yahoo"  # where the Yahoo fake is mounted
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 10.0
 
 
 class Sandbox:
-    """A running local Numerai. Use as a context manager, or call `start()` and `stop()`."""
+    """A running local Numerai. Use as a context manager, or call `start()` and `stop()`.
+
+    It serves Classic (tournament 8) and Signals (11) datasets, and under `yahoo_url` a fake of
+    Yahoo Finance with the daily prices the Signals targets were made from.
+    """
 
     def __init__(
         self,
@@ -38,7 +47,7 @@ class Sandbox:
         data_dir: Path | None = None,
         public_id: str = DEFAULT_PUBLIC_ID,
         secret_key: str = DEFAULT_SECRET_KEY,
-        models: Sequence[str] = ("sandbox_model",),
+        models: Sequence[str] = DEFAULT_MODELS,
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Clock = utc_now,
@@ -57,6 +66,9 @@ class Sandbox:
             if data_dir is not None
             else SyntheticClassic(self.root / "data", size=size, seed=seed, version=DATA_VERSION)
         )
+        self.signals = SyntheticSignals(self.root / "data", size=size, seed=seed)
+        yahoo = create_yahoo_app(self.signals.yahoo_symbols, seed)
+        self.yahoo: YahooFake = yahoo.state.yahoo
         self.state = SandboxState(
             public_id=public_id,
             secret_key=secret_key,
@@ -64,9 +76,12 @@ class Sandbox:
             clock=clock,
             first_round=first_round,
         )
-        self.backend = Backend(self.state, {CLASSIC: classic, **(catalogs or {})})
-        self.webhooks = WebhookDelivery(DATA_VERSION)
+        self.backend = Backend(
+            self.state, {CLASSIC: classic, SIGNALS: self.signals, **(catalogs or {})}
+        )
+        self.webhooks = WebhookDelivery({CLASSIC: DATA_VERSION, SIGNALS: SIGNALS_VERSION})
         self.state.webhook_sender = self.webhooks.send
+        routes = [Mount(YAHOO_PATH, app=yahoo), *routes]
         self.app = create_app(self.backend, routes, self.webhooks)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -82,6 +97,9 @@ class Sandbox:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this. asyncio sets it only on sockets it made itself;
+        # without it every response waits ~40 ms for a delayed ACK (Nagle's algorithm).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self._requested_port))
         sock.listen(128)
         self._socket = sock
@@ -144,6 +162,11 @@ class Sandbox:
         """The GraphQL endpoint, e.g. `http://127.0.0.1:54321/` (what NUMERAI_API_URL gets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def yahoo_url(self) -> str:
+        """The Yahoo fake's base URL (what NUMERAI_NODES_YAHOO_URL gets)."""
+        return self.url.rstrip("/") + YAHOO_PATH
 
     # --- what it holds ----------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from sandbox.state import SandboxError
 
 SIGNALS_TICKER_COLUMNS = ("numerai_ticker", "bloomberg_ticker", "ticker")
 SIGNALS_VALUE_COLUMNS = ("signal", "prediction")
+SIGNALS_MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer valid tickers
 _EXAMPLES = 3
 
 
@@ -84,7 +85,8 @@ def check_classic(data: bytes, live_ids: Sequence[str], round_number: int) -> Ch
 
 
 def check_signals(data: bytes, universe: Sequence[str] | None) -> CheckedPredictions:
-    """A ticker column and a `signal` column in (0, 1); at least one ticker in the universe."""
+    """A ticker column and a `signal` column in (0, 1). With a live universe, at least
+    SIGNALS_MIN_TICKERS tickers must be in it; like Numerai, tickers outside it are ignored."""
     frame = read_csv(data)
     ticker_col = next((c for c in SIGNALS_TICKER_COLUMNS if c in frame.columns), None)
     value_col = next((c for c in SIGNALS_VALUE_COLUMNS if c in frame.columns), None)
@@ -100,9 +102,14 @@ def check_signals(data: bytes, universe: Sequence[str] | None) -> CheckedPredict
     if duplicated:
         raise SubmissionRejected(f"{len(duplicated)} tickers appear twice: {_examples(duplicated)}")
     _check_values(frame[value_col], tickers, value_col)
-    if universe is not None and not set(tickers) & set(universe):
-        raise SubmissionRejected(
-            f"none of the {len(tickers)} tickers is in the live universe "
-            f"(got {_examples(tickers.tolist())})"
-        )
+    if universe is not None:
+        live = set(universe)
+        valid = [t for t in tickers if t in live]
+        if len(valid) < SIGNALS_MIN_TICKERS:
+            outside = [t for t in tickers if t not in live]
+            raise SubmissionRejected(
+                f"only {len(valid)} of the {len(tickers)} tickers are in the live universe of "
+                f"{len(live)} tickers; Numerai needs at least {SIGNALS_MIN_TICKERS} "
+                f"(not in it: {_examples(outside) or 'none'})"
+            )
     return CheckedPredictions(len(frame), tuple(tickers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import zlib
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,8 @@ _EXCHANGES = {
 }
 _RANGES = {"1d": 1, "5d": 7, "1mo": 31, "3mo": 92, "6mo": 183, "1y": 366, "2y": 731}
 _RANGES |= {"5y": 1827, "10y": 3653, "max": 100 * 366}
+_TREND_DAYS = 120  # trading days a trend shock lasts
+_TREND_SD = 0.002  # standard deviation of the trend part of the daily log return
 
 
 def trading_days(
@@ -50,13 +53,20 @@ def daily_prices(symbol: str, seed: int, days: pd.DatetimeIndex) -> pd.DataFrame
     """Deterministic OHLCV for symbol: a geometric random walk over days (trading days from
     FIRST_DAY). Each day's price depends only on the seed, the symbol and the days before it,
     so a window of the history is the same whichever range a client asks for.
+
+    The daily drift has a slowly changing part (a moving sum of its own shocks), so recent
+    returns say a little about the next weeks': price features can learn the sandbox's
+    Signals targets, which are ranks of forward returns of these prices.
     """
     n = len(days)
     rng = np.random.default_rng([seed, zlib.crc32(symbol.encode())])
     start_price, drift, vol = rng.uniform(5, 500), rng.uniform(-2e-4, 6e-4), rng.uniform(0.01, 0.03)
     base_volume = rng.uniform(1e4, 1e7)
-    shocks = rng.standard_normal((n, 4))  # close, open gap, high/low wicks
-    close = start_price * np.exp(np.cumsum(drift + vol * shocks[:, 0]))
+    shocks = rng.standard_normal((n, 5))  # close, open gap, high/low wicks, trend
+    trend = np.cumsum(shocks[:, 4])
+    trend[_TREND_DAYS:] -= trend[:-_TREND_DAYS].copy()
+    trend *= _TREND_SD / np.sqrt(_TREND_DAYS)
+    close = start_price * np.exp(np.cumsum(drift + trend + vol * shocks[:, 0]))
     previous = np.concatenate([[start_price], close[:-1]])
     open_ = previous * np.exp(0.3 * vol * shocks[:, 1])
     high = np.maximum(open_, close) * np.exp(0.5 * vol * np.abs(shocks[:, 2]))
@@ -99,10 +109,7 @@ class YahooFake:
         tz = ZoneInfo(tz_name)
         today = self.today or dt.datetime.now(tz).date()
         last_day = min(today, self.stale.get(symbol, today))
-        bars = daily_prices(symbol, self.seed, trading_days(FIRST_DAY, last_day, self.holidays))
-        # Yahoo stamps a daily bar with the exchange's opening time, in epoch seconds.
-        stamps = (bars.index + pd.Timedelta(hours=9, minutes=30)).tz_localize(tz)
-        epoch = stamps.as_unit("s").asi8
+        bars, epoch = _bars(symbol, self.seed, last_day, self.holidays, tz_name)
         if "period1" in params or "period2" in params:
             start = int(params.get("period1", 0))
             end = int(params.get("period2", epoch[-1] + 1 if len(epoch) else 0))
@@ -113,6 +120,18 @@ class YahooFake:
             return _chart_error(400, "Bad Request", f"Invalid range: {params['range']}")
         keep = (epoch >= start) & (epoch < end)
         return JSONResponse(_chart_body(symbol, tz_name, currency, bars[keep], epoch[keep]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _bars(
+    symbol: str, seed: int, last_day: dt.date, holidays: tuple[dt.date, ...], tz_name: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A symbol's bars through last_day and their epoch stamps, kept: clients ask for the same
+    symbol many times, and the whole history is generated for every answer."""
+    bars = daily_prices(symbol, seed, trading_days(FIRST_DAY, last_day, holidays))
+    # Yahoo stamps a daily bar with the exchange's opening time, in epoch seconds.
+    stamps = (bars.index + pd.Timedelta(hours=9, minutes=30)).tz_localize(ZoneInfo(tz_name))
+    return bars, stamps.as_unit("s").asi8
 
 
 def _chart_body(symbol, tz_name, currency, bars, epoch) -> dict:

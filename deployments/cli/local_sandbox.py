@@ -24,14 +24,23 @@ class SandboxProcess:
     secret_key: str
     models: dict[str, str]
     process: subprocess.Popen = field(repr=False)
+    yahoo_url: str | None = None
+    model_tournaments: dict[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        """What a node needs to talk to this sandbox instead of Numerai."""
-        return {
+        """What a node needs to talk to this sandbox instead of Numerai (and Yahoo)."""
+        env = {
             "NUMERAI_API_URL": self.url,
             "NUMERAI_PUBLIC_ID": self.public_id,
             "NUMERAI_SECRET_KEY": self.secret_key,
         }
+        if self.yahoo_url:
+            env["NUMERAI_NODES_YAHOO_URL"] = self.yahoo_url
+        return env
+
+    def model_names(self, tournament: int) -> list[str]:
+        """The sandbox's models in a tournament (a model of unknown tournament is Classic)."""
+        return [m for m in self.models if self.model_tournaments.get(m, 8) == tournament]
 
     def stop(self, timeout: float = 10) -> None:
         if self.process.poll() is None:
@@ -73,4 +82,6 @@ def start_sandbox(root: Path, size: str, seed: int = 0, timeout: float = 900) ->
         secret_key=info["secret_key"],
         models=info["models"],
         process=process,
+        yahoo_url=info.get("yahoo_url"),
+        model_tournaments=info.get("model_tournaments", {}),
     )

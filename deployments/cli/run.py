@@ -18,6 +18,7 @@ from deployments.cli.output import console, err_console, fail, quiet_expected_tr
 app = typer.Typer(
     help="Run a node in this process (no deployment, no worker).", no_args_is_help=True
 )
+_CLASSIC, _SIGNALS = 8, 11  # tournament ids (flows.numerai is imported only when a node runs)
 
 
 def _parse_params(values: list[str]) -> dict:
@@ -33,32 +34,39 @@ def _parse_params(values: list[str]) -> dict:
     return params
 
 
+Sandbox = Annotated[bool, typer.Option("--sandbox", help="Start a local Numerai and submit to it.")]
+SandboxSize = Annotated[str, typer.Option(help="Sandbox data size: tiny, small or bench.")]
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", help="Numerai model name to submit as.")
+]
+Target = Annotated[str, typer.Option(help="Target column to train on.")]
+Params = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Model parameter KEY=VALUE (repeatable)."),
+]
+TriggerId = Annotated[
+    str | None, typer.Option(help="Trigger id to submit with (Numerai's webhook sets it).")
+]
+RoundNumber = Annotated[
+    int | None, typer.Option("--round", help="Round to predict (default: the open one).")
+]
+Score = Annotated[bool, typer.Option(help="Score the model per era on validation data.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
 @app.command("tournament")
 def tournament(
-    sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Start a local Numerai and submit to it.")
-    ] = False,
-    sandbox_size: Annotated[
-        str, typer.Option(help="Sandbox data size: tiny, small or bench.")
-    ] = "small",
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Numerai model name to submit as.")
-    ] = None,
+    sandbox: Sandbox = False,
+    sandbox_size: SandboxSize = "small",
+    model: Model = None,
     data_version: Annotated[str, typer.Option(help="Numerai dataset version.")] = "v5.2",
     feature_set: Annotated[str, typer.Option(help="Feature set from features.json.")] = "small",
-    target: Annotated[str, typer.Option(help="Target column to train on.")] = "target",
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help="Model parameter KEY=VALUE (repeatable)."),
-    ] = None,
-    trigger_id: Annotated[
-        str | None, typer.Option(help="Trigger id to submit with (Numerai's webhook sets it).")
-    ] = None,
-    round_number: Annotated[
-        int | None, typer.Option("--round", help="Round to predict (default: the open one).")
-    ] = None,
-    score: Annotated[bool, typer.Option(help="Score the model per era on validation data.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    target: Target = "target",
+    param: Params = None,
+    trigger_id: TriggerId = None,
+    round_number: RoundNumber = None,
+    score: Score = True,
+    as_json: AsJson = False,
 ) -> None:
     """Run the Classic tournament node in-process: download, train or load, predict, submit.
 
@@ -66,20 +74,10 @@ def tournament(
     the predictions to a file and does not upload.
     """
     params = _parse_params(param or [])
-    with _api(sandbox, sandbox_size) as sandbox_models:
-        from flows.keys import load_keys
-        from flows.settings import load_settings
-        from flows.tournament import TournamentNode
+    with _api(sandbox, sandbox_size, _CLASSIC) as sandbox_models:
+        from flows.tournament import TournamentNode, tournament_node
 
-        has_keys = all(load_keys(load_settings()))
-        name = model or (next(iter(sandbox_models)) if sandbox_models else None)
-        if has_keys and not name:
-            raise fail("Name the Numerai model to submit as: --model NAME")
-        if not has_keys:
-            err_console.print(
-                "[yellow]No Numerai keys found (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY): the "
-                "predictions are written to a file and not uploaded.[/]"
-            )
+        name, upload = _submit_as(model, sandbox_models)
         node = TournamentNode(
             numerai_model=name or "my_model",
             data_version=data_version,
@@ -87,18 +85,73 @@ def tournament(
             target=target,
             params=params,
             score_validation=score,
-            upload=has_keys,
+            upload=upload,
         )
-        outcome, seconds = _run_flow(node, trigger_id, round_number)
-    _print_outcome(outcome, seconds, as_json)
+        outcome, seconds = _run_flow(tournament_node, node, trigger_id, round_number)
+    _print_outcome("Tournament node", outcome, seconds, as_json)
+
+
+@app.command("signals")
+def signals(
+    sandbox: Sandbox = False,
+    sandbox_size: SandboxSize = "tiny",
+    model: Model = None,
+    data_version: Annotated[
+        str, typer.Option(help="Numerai Signals dataset version.")
+    ] = "signals/v2.0",
+    target: Target = "target",
+    param: Params = None,
+    trigger_id: TriggerId = None,
+    round_number: RoundNumber = None,
+    score: Score = True,
+    as_json: AsJson = False,
+) -> None:
+    """Run the Signals node in-process: live universe, Yahoo prices, train or load, submit.
+
+    Without --sandbox it talks to Numerai and Yahoo Finance (NUMERAI_NODES_YAHOO_URL points it
+    elsewhere). With no keys it writes the predictions to a file and does not upload.
+    """
+    params = _parse_params(param or [])
+    with _api(sandbox, sandbox_size, _SIGNALS) as sandbox_models:
+        from flows.signals import SignalsNode, signals_node
+
+        name, upload = _submit_as(model, sandbox_models)
+        node = SignalsNode(
+            numerai_model=name or "my_signals_model",
+            data_version=data_version,
+            target=target,
+            params=params,
+            score_validation=score,
+            upload=upload,
+        )
+        outcome, seconds = _run_flow(signals_node, node, trigger_id, round_number)
+    _print_outcome("Signals node", outcome, seconds, as_json)
+
+
+def _submit_as(model: str | None, sandbox_models: list[str]) -> tuple[str | None, bool]:
+    """The model to submit as, and whether to upload (only with keys)."""
+    from flows.keys import load_keys
+    from flows.settings import load_settings
+
+    has_keys = all(load_keys(load_settings()))
+    name = model or (sandbox_models[0] if sandbox_models else None)
+    if has_keys and not name:
+        raise fail("Name the Numerai model to submit as: --model NAME")
+    if not has_keys:
+        err_console.print(
+            "[yellow]No Numerai keys found (NUMERAI_PUBLIC_ID / NUMERAI_SECRET_KEY): the "
+            "predictions are written to a file and not uploaded.[/]"
+        )
+    return name, has_keys
 
 
 @contextlib.contextmanager
-def _api(sandbox: bool, size: str):
-    """Point this process at a fresh sandbox (yield its models), or at Numerai (yield {})."""
+def _api(sandbox: bool, size: str, tournament: int):
+    """Point this process at a fresh sandbox (yield its model names in `tournament`), or at
+    Numerai (yield [])."""
     if not sandbox:
         os.environ.setdefault("NUMERAI_NODES_SHOW_PROGRESS", str(sys.stderr.isatty()))
-        yield {}
+        yield []
         return
     from deployments.cli.local_sandbox import start_sandbox
     from flows.settings import load_settings
@@ -113,7 +166,7 @@ def _api(sandbox: bool, size: str):
     saved = {key: os.environ.get(key) for key in running.env()}
     os.environ.update(running.env())
     try:
-        yield running.models
+        yield running.model_names(tournament)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -123,13 +176,12 @@ def _api(sandbox: bool, size: str):
         running.stop()
 
 
-def _run_flow(node, trigger_id: str | None, round_number: int | None):
+def _run_flow(node_flow, node, trigger_id: str | None, round_number: int | None):
     from flows.errors import NodeError
-    from flows.tournament import tournament_node
 
     quiet_expected_tracebacks()
     started = time.perf_counter()
-    state = tournament_node(node, trigger_id, round_number, return_state=True)
+    state = node_flow(node, trigger_id, round_number, return_state=True)
     seconds = time.perf_counter() - started
     result = state.result(raise_on_failure=False)
     if isinstance(result, NodeError):
@@ -139,12 +191,12 @@ def _run_flow(node, trigger_id: str | None, round_number: int | None):
     return result, seconds
 
 
-def _print_outcome(outcome, seconds: float, as_json: bool) -> None:
+def _print_outcome(title: str, outcome, seconds: float, as_json: bool) -> None:
     data = outcome.model_dump(mode="json") | {"seconds": round(seconds, 1)}
     if as_json:
         console.print_json(json.dumps(data))
         return
-    table = Table(title="Tournament node", show_header=False)
+    table = Table(title=title, show_header=False)
     for key in ("model_name", "round_number", "status", "submission_id", "trigger_id"):
         table.add_row(key.replace("_", " "), str(data[key] or "-"))
     table.add_row("predictions", str(Path(data["predictions_path"])))

@@ -215,8 +215,8 @@ def test_stack_json_and_output_hold_no_secrets(running: RunningStack) -> None:
 @pytest.mark.integration
 def test_the_deployment_the_pool_and_the_worker_exist(running: RunningStack) -> None:
     deployments = httpx.post(running.api("deployments/filter"), json={}, timeout=10).json()
-    assert [d["name"] for d in deployments] == ["tournament"]
-    assert deployments[0]["work_pool_name"] == "local"
+    assert sorted(d["name"] for d in deployments) == ["signals", "tournament"]
+    assert {d["work_pool_name"] for d in deployments} == {"local"}
     pool = httpx.get(running.api("work_pools/local"), timeout=10).json()
     assert pool["type"] == "process"
     workers = httpx.post(running.api("work_pools/local/workers/filter"), json={}, timeout=10)

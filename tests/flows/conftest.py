@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yfinance as yf
 
 from sandbox.runner import Sandbox
 
@@ -11,6 +12,12 @@ from sandbox.runner import Sandbox
 def _prefect(prefect_server):
     """Every flow test talks to the session's Prefect API."""
     return prefect_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def yfinance_cache(tmp_path_factory):
+    """yfinance keeps its timezone and cookie cache here, not in the user's cache directory."""
+    yf.set_tz_cache_location(str(tmp_path_factory.mktemp("yfinance-cache")))
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +29,10 @@ def sandbox_data(tmp_path_factory):
 @pytest.fixture
 def sandbox(sandbox_data, tmp_path, monkeypatch):
     """A fresh sandbox the node talks to through the environment, like a deployed node."""
-    with Sandbox(sandbox_data, size="tiny", models=("sandbox_model", "other_model")) as running:
+    models = ("sandbox_model", "other_model", "sandbox_signals:signals")
+    with Sandbox(sandbox_data, size="tiny", models=models) as running:
         monkeypatch.setenv("NUMERAI_API_URL", running.url)
+        monkeypatch.setenv("NUMERAI_NODES_YAHOO_URL", running.yahoo_url)
         monkeypatch.setenv("NUMERAI_PUBLIC_ID", running.public_id)
         monkeypatch.setenv("NUMERAI_SECRET_KEY", running.secret_key)
         monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))

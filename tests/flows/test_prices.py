@@ -220,6 +220,21 @@ def test_missing_ranges_before_and_after_the_cached_days(tmp_path):
     assert cache.missing_ranges(["A"], d(2024, 3, 5), d(2024, 3, 20)) == {}
 
 
+def test_a_range_apart_from_the_cached_days_also_fetches_the_gap(tmp_path):
+    # Training dates years before the live date must not leave unfetched days marked cached.
+    source = FrameSource(_frame("A", "2024-01-01", "2024-12-31"))
+    cache = PriceCache(tmp_path, today=lambda: TODAY)
+    d = dt.date
+    cache.update(source, ["A"], d(2024, 9, 2), d(2024, 10, 1))
+    assert cache.missing_ranges(["A"], d(2024, 1, 1), d(2024, 2, 1)) == {
+        "A": [(d(2024, 1, 1), d(2024, 9, 2))]
+    }
+    cache.update(source, ["A"], d(2024, 1, 1), d(2024, 2, 1))
+    cache.update(source, ["A"], d(2024, 11, 1), d(2024, 12, 2))
+    days = cache.load(["A"])["date"]
+    assert list(days) == list(pd.bdate_range("2024-01-01", "2024-11-29"))
+
+
 def test_days_before_a_listing_are_asked_once(tmp_path):
     source = FrameSource(_frame("NEW", "2024-06-03", "2024-12-31"))
     cache = PriceCache(tmp_path, today=lambda: TODAY)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from flows.node import SubmissionOutcome
-from flows.report import era_chart, score_eras, submission_rows, summary
+from flows.report import coverage_rows, era_chart, score_eras, submission_rows, summary
 from flows.validation import PredictionSummary
+from models.signals import Coverage
 
 
 def _frame(seed: int = 0) -> pd.DataFrame:
@@ -62,3 +63,21 @@ def test_summary_and_table_describe_the_submission():
     assert "sharpe" in text
     (row,) = submission_rows(outcome, checked)
     assert row["submission_id"] == "sub-1" and row["trigger_id"] == "trig-9" and row["rows"] == 10
+
+
+def test_coverage_rows_follow_the_universe_stage_by_stage():
+    coverage = Coverage(
+        universe=10,
+        mapped=8,
+        priced=5,
+        predicted=5,
+        unmapped=("X ZZ", "Y QQ"),
+        unpriced=("GONE US", "OLD US", "OLDER US"),
+    )
+    rows = {row["stage"]: row for row in coverage_rows(coverage, not_found=["GONE US"])}
+    assert [(r["tickers"], r["dropped"]) for r in rows.values()] == [
+        (10, 0), (8, 2), (7, 1), (5, 2), (5, 0)
+    ]  # fmt: skip
+    assert rows["mapped to a Yahoo symbol"]["examples"] == "X ZZ, Y QQ"
+    assert rows["prices from Yahoo"]["examples"] == "GONE US"
+    assert rows["a recent price on the live date"]["examples"] == "OLD US, OLDER US"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numerapi
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -80,8 +81,8 @@ def test_closed_round_is_still_current_but_not_open(napi: numerapi.NumerAPI, san
 
 
 def test_get_models(napi: numerapi.NumerAPI, sandbox: Sandbox):
-    assert napi.get_models() == sandbox.models
-    assert list(sandbox.models) == ["sandbox_model"]
+    assert list(sandbox.models) == ["sandbox_model", "sandbox_signals"]  # Classic, Signals
+    assert napi.get_models() == {"sandbox_model": sandbox.models["sandbox_model"]}
     assert napi.get_account()["username"] == "sandbox_user"
 
 
@@ -197,13 +198,15 @@ def test_signals_submission(data_root: Path, point_numerapi):
     with Sandbox(data_root, models=("sig:signals",)) as sb:
         point_numerapi(sb)
         api = numerapi.SignalsAPI(sb.public_id, sb.secret_key, verbosity="critical")
-        frame = pd.DataFrame({"numerai_ticker": ["ABBN CH", "AAPL US"], "signal": [0.2, 0.8]})
+        assert "signals/v2.0/live.parquet" in api.list_datasets()
+        tickers = [*sb.live_ids(11)[:120], "NOT LIVE"]  # Numerai ignores tickers not live
+        frame = pd.DataFrame({"numerai_ticker": tickers, "signal": np.linspace(0.1, 0.9, 121)})
         submission_id = api.upload_predictions(df=frame, model_id=sb.models["sig"])
         [record] = sb.submissions("sig")
         assert record.id == submission_id and record.tournament == 11
-        assert record.ids == ("ABBN CH", "AAPL US")
-        with pytest.raises(ValueError, match="serves no datasets for tournament 11"):
-            api.list_datasets()
+        assert record.ids == tuple(tickers)
+        with pytest.raises(ValueError, match="only 99 of the 99 tickers are in the live universe"):
+            api.upload_predictions(df=frame.iloc[:99], model_id=sb.models["sig"])
 
 
 # --- faults -------------------------------------------------------------------------------------

@@ -1,0 +1,370 @@
+"""The Signals node: Numerai's live universe, daily prices from Yahoo, price features, LightGBM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from pathlib import Path
+
+import lightgbm
+import pandas as pd
+import pyarrow.parquet as pq
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from pydantic import BaseModel, Field
+
+from flows import cache
+from flows.errors import ConfigurationError, InsufficientCoverage
+from flows.node import (
+    DataSource,
+    SubmissionOutcome,
+    check_account,
+    code_digest,
+    download_dataset,
+    resolve_round,
+    retry_delay_scale,
+    run_name,
+    spec_key,
+    submit_predictions,
+)
+from flows.numerai import SIGNALS
+from flows.prices import (
+    EXCHANGE_TABLE,
+    PriceCache,
+    PriceReport,
+    YahooPriceSource,
+    load_exchange_table,
+)
+from flows.report import EraScores, publish_coverage, publish_report, score_eras
+from flows.settings import load_settings, source_label
+from flows.validation import PredictionSummary, check_signals
+from models import signals
+
+
+class SignalsNode(BaseModel):
+    """A Signals node's settings. prefect.yaml sets them per deployment."""
+
+    name: str = Field("signals", description="The node's name, shown in artifacts.")
+    numerai_model: str = Field("my_signals_model", description="The Signals model to submit as.")
+    data_version: str = Field("signals/v2.0", description="Numerai Signals dataset version.")
+    target: str = Field("target", description="The target column of the training data.")
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Overrides of models.signals.DEFAULT_PARAMS."
+    )
+    ticker_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="Yahoo symbols for Numerai tickers the exchange table maps wrongly, "
+        "e.g. {'RDSA LN': 'SHEL.L'}.",
+    )
+    price_retries: int = Field(
+        3, ge=0, description="Retries for symbols Yahoo returned nothing for (backoff from 2 s)."
+    )
+    score_validation: bool = Field(
+        True, description="Score the model per date on the validation data, for the report."
+    )
+    upload: bool = Field(
+        True, description="Upload to Numerai. Off: only write the predictions file."
+    )
+
+
+class Prices(BaseModel):
+    """Where the daily prices are, and what updating them for one dataset did."""
+
+    directory: Path
+    report: PriceReport
+    tickers: int  # Numerai tickers in the dataset
+    priced: int  # ... of which Yahoo had prices for
+    last_date: dt.date  # the dataset's last date: the live date for live data
+
+
+def _derived(node: SignalsNode, dataset: Path, suffix: str) -> Path:
+    """Where the node keeps a file made from a dataset (tickers, features), per node."""
+    path = dataset.parent / "derived" / node.name / f"{dataset.stem}-{suffix}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _rows(dataset: Path) -> pd.DataFrame:
+    """numerai_ticker and date of every row of a Signals dataset."""
+    rows = pd.read_parquet(dataset, columns=["numerai_ticker", "date"])
+    return rows.assign(date=pd.to_datetime(rows["date"]))
+
+
+def _backoff(seconds: float) -> None:
+    time.sleep(seconds * retry_delay_scale())
+
+
+@task(name="map-tickers", cache_policy=NO_CACHE, persist_result=False)
+def map_tickers(node: SignalsNode, dataset: Path) -> Path:
+    """Map the dataset's Numerai tickers to Yahoo symbols; writes and returns the ticker map."""
+    tickers = pd.read_parquet(dataset, columns=["numerai_ticker"])["numerai_ticker"].unique()
+    mapping = signals.map_tickers(tickers, load_exchange_table(), node.ticker_overrides)
+    unmapped = mapping.loc[mapping["yahoo"].isna(), "numerai_ticker"].tolist()
+    get_run_logger().info(
+        "%s: %d of %d tickers map to Yahoo symbols%s",
+        dataset.name,
+        len(mapping) - len(unmapped),
+        len(mapping),
+        f"; no exchange rule for {', '.join(unmapped[:5])}" if unmapped else "",
+    )
+    out = _derived(node, dataset, "tickers")
+    mapping.to_parquet(out, index=False)
+    return out
+
+
+@task(name="update-prices", cache_policy=NO_CACHE, persist_result=False)
+def update_prices(node: SignalsNode, dataset: Path, ticker_map: Path) -> Prices:
+    """Fetch the daily prices the dataset's features need: only the days not cached yet.
+
+    A ticker Yahoo does not know (or that fails every retry) has no prices and is asked again
+    next run. Fewer than 100 priced tickers stop the run: Numerai would reject the submission.
+    """
+    settings = load_settings()
+    rows, mapping = _rows(dataset), pd.read_parquet(ticker_map)
+    tickers = mapping[mapping["numerai_ticker"].isin(rows["numerai_ticker"])]
+    start, end = signals.price_range(rows["date"].unique())
+    source = YahooPriceSource(settings.yahoo_url, retries=node.price_retries, sleep=_backoff)
+    symbols = tickers["yahoo"].dropna().unique()
+    report = PriceCache(settings.prices_dir).update(source, symbols, start, end)
+    logger = get_run_logger()
+    logger.info("%s prices %s to %s: %s", dataset.name, start.date(), end.date(), report.summary())
+    for problem, found in (("no prices", report.not_found), ("stale prices", report.stale)):
+        if found:
+            logger.warning("Yahoo has %s for: %s", problem, ", ".join(found[:20]))
+    priced = tickers["yahoo"].notna() & ~tickers["yahoo"].isin(report.not_found)
+    if priced.sum() < signals.MIN_TICKERS:
+        if cache.is_per_round(dataset.name):  # the live universe: show where it got lost
+            coverage = _price_coverage(tickers, priced)
+            publish_coverage(node.name, coverage, _not_found(mapping, report))
+        raise InsufficientCoverage(
+            f"Only {priced.sum()} of the {len(tickers)} tickers of {dataset.name} have prices "
+            f"from Yahoo; Numerai needs at least {signals.MIN_TICKERS}. {report.summary()}. "
+            "Check the price source (NUMERAI_NODES_YAHOO_URL, the network) and the ticker map. "
+            "Nothing was trained or uploaded."
+        )
+    return Prices(
+        directory=settings.prices_dir,
+        report=report,
+        tickers=len(tickers),
+        priced=int(priced.sum()),
+        last_date=rows["date"].max().date(),
+    )
+
+
+def _not_found(mapping: pd.DataFrame, report: PriceReport) -> list[str]:
+    """The Numerai tickers whose Yahoo symbols got no prices at all."""
+    return mapping.loc[mapping["yahoo"].isin(report.not_found), "numerai_ticker"].tolist()
+
+
+def _price_coverage(tickers: pd.DataFrame, priced: pd.Series) -> signals.Coverage:
+    """Coverage of a live universe that stopped at the prices: nothing was predicted."""
+    mapped = tickers["yahoo"].notna()
+    return signals.Coverage(
+        universe=len(tickers),
+        mapped=int(mapped.sum()),
+        priced=int(priced.sum()),
+        predicted=0,
+        unmapped=tuple(sorted(tickers.loc[~mapped, "numerai_ticker"])),
+        unpriced=tuple(sorted(tickers.loc[mapped & ~priced, "numerai_ticker"])),
+    )
+
+
+@task(name="features", cache_policy=NO_CACHE, persist_result=False)
+def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_dir: Path) -> Path:
+    """Price features of the dataset's tickers on each of its dates; writes and returns them."""
+    rows, mapping = _rows(dataset), pd.read_parquet(ticker_map)
+    symbols = mapping.loc[mapping["numerai_ticker"].isin(rows["numerai_ticker"]), "yahoo"]
+    dates = rows["date"].unique()
+    start, end = signals.price_range(dates)
+    prices = PriceCache(prices_dir).load(symbols.dropna().unique(), start, end)
+    features = signals.compute_features(prices, dates)
+    out = _derived(node, dataset, f"features-{prices_dir.name}")
+    features.to_parquet(out)
+    get_run_logger().info(
+        "Features for %s: %d rows over %d dates", dataset.name, len(features), len(dates)
+    )
+    return out
+
+
+def _targets(dataset: Path, target: str) -> pd.DataFrame:
+    columns = pq.read_schema(dataset).names
+    if target not in columns:
+        known = ", ".join(c for c in columns if c.startswith("target"))
+        raise ConfigurationError(
+            f"{dataset.name} has no target '{target}'; choose one of: {known}."
+        )
+    return pd.read_parquet(dataset, columns=["numerai_ticker", "date", target])
+
+
+def _labelled(node: SignalsNode, dataset: Path, ticker_map: Path, prices_dir: Path):
+    """The dataset's rows with their price features and target (the training-set join)."""
+    features = pd.read_parquet(compute_features(node, dataset, ticker_map, prices_dir))
+    frame = signals.build_training_set(
+        features, _targets(dataset, node.target), pd.read_parquet(ticker_map), node.target
+    )
+    if frame.empty:
+        raise InsufficientCoverage(
+            f"No row of {dataset.name} has both price features and a target: check the price "
+            "source and the ticker map."
+        )
+    return frame
+
+
+def model_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    """The model cache key: model code and params, data, prices source, target, ticker map."""
+    node: SignalsNode = parameters["node"]
+    source: DataSource = parameters["source"]
+    spec = {
+        "model": signals.__name__,
+        "params": {**signals.DEFAULT_PARAMS, **node.params},
+        "source": source_label(source.api_url),
+        "prices": Path(parameters["prices_dir"]).name,
+        "data_version": source.data_version,
+        "target": node.target,
+        "ticker_overrides": node.ticker_overrides,
+        "exchanges": hashlib.sha256(EXCHANGE_TABLE.read_bytes()).hexdigest(),
+        "code": code_digest(signals),
+        "lightgbm": lightgbm.__version__,
+    }
+    return spec_key("signals-model", spec)
+
+
+def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    return "validation-" + model_cache_key(context, parameters)
+
+
+def _history(source: DataSource, node: SignalsNode, filename: str) -> tuple[Path, Path]:
+    """Download a historical dataset, map its tickers and fetch its missing prices."""
+    path = download_dataset(source, filename)
+    ticker_map = map_tickers(node, path)
+    update_prices(node, path, ticker_map)
+    return path, ticker_map
+
+
+@task(
+    name="train",
+    cache_key_fn=model_cache_key,
+    persist_result=True,
+    result_serializer="pickle",
+)
+def train_model(source: DataSource, node: SignalsNode, prices_dir: Path):
+    """Train on price features joined to Numerai's targets, or load the cached model when
+    nothing that shapes it changed (then no training data or prices are fetched)."""
+    train_path, ticker_map = _history(source, node, "train.parquet")
+    train = _labelled(node, train_path, ticker_map, prices_dir)
+    get_run_logger().info(
+        "Training on %d rows (%d dates, %d tickers)",
+        len(train),
+        train["date"].nunique(),
+        train["numerai_ticker"].nunique(),
+    )
+    return signals.fit(train, node.target, dict(node.params))
+
+
+@task(name="score-validation", cache_key_fn=_scores_cache_key, persist_result=True)
+def score_validation(source: DataSource, node: SignalsNode, prices_dir: Path, model) -> EraScores:
+    """Per-date numerai_corr of the model on the validation data (cached with the model)."""
+    path, ticker_map = _history(source, node, "validation.parquet")
+    frame = _labelled(node, path, ticker_map, prices_dir)
+    frame["prediction"] = model.predict(frame[signals.FEATURES])
+    scores = score_eras(frame.assign(era=frame["date"].dt.strftime("%Y-%m-%d")), node.target)
+    get_run_logger().info(
+        "Validation corr: mean %.4f, std %.4f, sharpe %.2f over %d dates",
+        scores.mean,
+        scores.std,
+        scores.sharpe,
+        len(scores.per_era),
+    )
+    return scores
+
+
+@task(name="predict", cache_policy=NO_CACHE, persist_result=False)
+def predict_live(
+    source: DataSource,
+    node: SignalsNode,
+    model,
+    features: Path,
+    live_path: Path,
+    ticker_map: Path,
+    prices: Prices,
+    round_number: int,
+) -> tuple[Path, signals.Coverage]:
+    """Rank the live universe's predictions into (0, 1) and write the file to upload;
+    publishes the coverage, and stops below 100 predicted tickers."""
+    universe = pd.read_parquet(live_path, columns=["numerai_ticker"])["numerai_ticker"]
+    mapping = pd.read_parquet(ticker_map)
+    not_found = _not_found(mapping, prices.report)
+    try:
+        submission, coverage = signals.predict_live(
+            model, pd.read_parquet(features), universe, mapping, prices.last_date
+        )
+    except signals.TooFewTickers as exc:
+        publish_coverage(node.name, exc.coverage, not_found)
+        raise InsufficientCoverage(f"{exc} Nothing was uploaded.") from None
+    publish_coverage(node.name, coverage, not_found)
+    get_run_logger().info("Coverage: %s", coverage.summary())
+    out = cache.predictions_path(source.data_dir, source.data_version, round_number, node.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    submission.to_csv(out, index=False)
+    return out, coverage
+
+
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False)
+def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionSummary:
+    """Check tickers and values against the live universe (and numerai-tools) before upload."""
+    frame = pd.read_csv(predictions_path, dtype={"numerai_ticker": str})
+    universe = pd.read_parquet(live_path, columns=["numerai_ticker"])["numerai_ticker"]
+    checked = check_signals(frame, universe)
+    get_run_logger().info(
+        "Predictions valid: %d of %d live tickers, mean %.4f, std %.4f",
+        checked.rows,
+        checked.live_rows,
+        checked.mean,
+        checked.std,
+    )
+    return checked
+
+
+@flow(name="signals-node", flow_run_name=run_name, log_prints=True)
+def signals_node(
+    node: SignalsNode | None = None,
+    trigger_id: str | None = None,
+    round_number: int | None = None,
+) -> SubmissionOutcome:
+    """Numerai Signals node: predict the live universe from Yahoo prices and submit with
+    Numerai's trigger id.
+
+    Steps: resolve the round, download the live universe, map tickers to Yahoo, fetch only the
+    missing daily prices, load the cached model or train it, compute features, predict,
+    validate, submit (skipped if this round and trigger already have a submission), report.
+
+    Tickers without a Yahoo symbol, without prices or with stale prices are left out and listed
+    in the coverage artifact; with fewer than 100 left the run fails before any upload.
+    """
+    node = node or SignalsNode()
+    source = DataSource.from_settings(SIGNALS, node.data_version)
+    round_number = resolve_round(source, round_number)
+    if node.upload:
+        check_account(source, node.numerai_model)
+    live_path = download_dataset(source, "live.parquet", round_number)
+    ticker_map = map_tickers(node, live_path)
+    prices = update_prices(node, live_path, ticker_map)
+    trained = train_model(source, node, prices.directory, return_state=True)
+    model = trained.result()
+    features = compute_features(node, live_path, ticker_map, prices.directory)
+    predictions_path, coverage = predict_live(
+        source, node, model, features, live_path, ticker_map, prices, round_number
+    )
+    checked = validate_predictions(predictions_path, live_path)
+    outcome = submit_predictions(
+        source, node.numerai_model, round_number, trigger_id, predictions_path, node.upload
+    )
+    scores = (
+        score_validation(source, node, prices.directory, model) if node.score_validation else None
+    )
+    publish_report(
+        node.name, outcome, checked, scores, trained=trained.name != "Cached", coverage=coverage
+    )
+    return outcome

@@ -1,0 +1,138 @@
+"""The Signals node against a sandbox: real numerapi SignalsAPI, real yfinance on the Yahoo fake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from flows.errors import InsufficientCoverage, InvalidPredictions
+from flows.prices import PriceCache
+from flows.settings import load_settings
+from flows.signals import SignalsNode, signals_node
+from sandbox.runner import Sandbox
+from sandbox.state import SIGNALS
+
+FAST = {"n_estimators": 20, "learning_rate": 0.1}
+
+
+def _node(**overrides) -> SignalsNode:
+    return SignalsNode(**{"numerai_model": "sandbox_signals", "params": FAST, **overrides})
+
+
+def _task_states(flow_state) -> dict[str, list[str]]:
+    """Task name -> state names, for one flow run."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])
+            )
+        )
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def _coverage(artifacts: dict) -> dict[str, dict]:
+    """The coverage table artifact, by stage."""
+    return {row["stage"]: row for row in json.loads(artifacts["signals-coverage"].data)}
+
+
+def _artifacts(flow_state) -> dict:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_state.state_details.flow_run_id])
+            )
+        )
+    return {a.key: a for a in found if a.key}
+
+
+def _history_requests(sandbox: Sandbox) -> dict[str, list[dt.date]]:
+    """Symbol -> first day (exchange-local) of each price-history request the fake received."""
+    days: dict[str, list[dt.date]] = {}
+    for symbol, params in sandbox.yahoo.requests:
+        if "period1" in params:
+            tz = sandbox.yahoo.exchange(symbol)[0]
+            stamp = pd.Timestamp(int(params["period1"]), unit="s", tz="UTC").tz_convert(tz)
+            days.setdefault(symbol, []).append(stamp.date())
+    return days
+
+
+def test_round_day_submits_once_then_reuses_the_model_and_fetches_only_new_days(sandbox):
+    unknown = {"GONE0", "GONE1", "GONE2"}  # mapped, but the fake Yahoo has never heard of them
+    live_day = sandbox.signals.live_date(sandbox.current_round(SIGNALS))
+    symbols = sorted(sandbox.signals.yahoo_symbols)
+    stale, flaky = symbols[:4], symbols[4:7]
+    sandbox.yahoo.stale.update({s: live_day - dt.timedelta(days=30) for s in stale})
+    sandbox.yahoo.failing.update({s: 1 for s in flaky})  # a partial batch failure, retried
+    sandbox.yahoo.holidays = (live_day,)  # the live Friday is a market holiday: Thursday counts
+
+    first = signals_node(_node(), trigger_id="trigger-a", return_state=True)
+
+    (submission,) = sandbox.submissions("sandbox_signals")
+    universe = set(sandbox.live_ids(SIGNALS))
+    assert submission.trigger_id == "trigger-a" and submission.round == 1000
+    assert submission.tournament == SIGNALS and first.result().submission_id == submission.id
+    assert len(submission.ids) >= 100 and set(submission.ids) <= universe
+    mapping = sandbox.signals.spec.tickers.set_index("yahoo")["numerai_ticker"]
+    assert not set(mapping[stale]) & set(submission.ids)
+    assert set(mapping[flaky]) & universe <= set(submission.ids)
+    assert _task_states(first)["train"] == ["Completed"]
+    artifacts = _artifacts(first)
+    coverage = _coverage(artifacts)
+    assert coverage["live universe"]["tickers"] == len(universe)
+    assert coverage["mapped to a Yahoo symbol"]["dropped"] == 3  # NOMAP0 ZZ ...
+    assert "GONE0 US" in coverage["prices from Yahoo"]["examples"]
+    assert coverage["predicted"]["tickers"] == submission.row_count
+    assert "Coverage" in artifacts["signals-summary"].data
+
+    sandbox.yahoo.requests.clear()
+    again = signals_node(_node(), trigger_id="trigger-a", return_state=True)
+    assert again.result().status == "already-submitted"
+    assert _task_states(again)["train"] == ["Cached"]
+    assert set(_history_requests(sandbox)) <= unknown  # asked again: they may be listed now
+    assert len(sandbox.submissions("sandbox_signals")) == 1
+
+    sandbox.open_round(SIGNALS)
+    sandbox.yahoo.requests.clear()
+    cached = PriceCache(load_settings().prices_dir).coverage()
+    next_round = signals_node(_node(), trigger_id="trigger-b", return_state=True)
+    assert _task_states(next_round)["train"] == ["Cached"]
+    asked = _history_requests(sandbox)
+    assert asked.keys() - unknown, "the new week's prices were not fetched"
+    for symbol in asked.keys() - unknown:  # each from the day after its cached prices
+        assert set(asked[symbol]) == {dt.date.fromisoformat(cached[symbol]["end"])}
+    assert cached[symbols[10]]["end"] == str(live_day + dt.timedelta(days=1))
+    latest = sandbox.submissions("sandbox_signals")[-1]
+    assert (latest.round, latest.trigger_id) == (1001, "trigger-b")
+    assert set(latest.ids) <= set(sandbox.live_ids(SIGNALS)) and len(latest.ids) >= 100
+
+
+def test_too_few_priced_tickers_stop_before_training_and_upload(sandbox):
+    symbols = sorted(sandbox.signals.yahoo_symbols)
+    sandbox.yahoo.failing.update({s: 10**6 for s in symbols[60:]})  # Yahoo fails most symbols
+    tickers = sandbox.signals.spec.tickers
+    live = tickers[tickers["numerai_ticker"].isin(sandbox.live_ids(SIGNALS))]
+    answered = int(live["yahoo"].isin(symbols[:60]).sum())
+
+    state = signals_node(_node(price_retries=0), trigger_id="thin", return_state=True)
+
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, InsufficientCoverage) and isinstance(error, InvalidPredictions)
+    assert f"Only {answered} of the {len(live)} tickers of live.parquet" in str(error)
+    assert "Nothing was trained or uploaded" in str(error)
+    assert "train" not in _task_states(state)
+    assert sandbox.submissions() == []
+    coverage = _coverage(_artifacts(state))
+    assert coverage["prices from Yahoo"]["tickers"] == answered
+    assert coverage["predicted"]["tickers"] == 0
