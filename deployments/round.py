@@ -31,7 +31,9 @@ class NodeRound:
 
     @property
     def done(self) -> bool:
-        return self.submission_id is not None or self.state in ("Failed", "Crashed", "Cancelled")
+        return self.submission_id is not None or self.state.startswith(
+            ("Failed", "Crashed", "Cancelled")
+        )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -106,6 +108,9 @@ def _update(row, node, model_ids, deliveries, submissions, prefect, deployments)
         return
     row.flow_run = run.name
     row.state = run.state_name or "?"
+    if run.state_type is not None and run.state_type.value in ("FAILED", "CRASHED"):
+        message = (run.state.message or "") if run.state else ""
+        row.state = f"{row.state}: {message.split(': ', 1)[-1][:160]}"
     fired = datetime.fromisoformat(delivery["fired_at"])
     if run.start_time is not None:
         row.webhook_to_start_s = (run.start_time - fired).total_seconds()

@@ -35,13 +35,19 @@ def fetch(
     filename: str,
     round_number: int | None,
 ) -> tuple[Path, bool]:
-    """Return (path, was_cached), downloading `data_version/filename` if it is not cached yet."""
+    """Return (path, was_cached), downloading `data_version/filename` if it is not cached yet.
+
+    A per-round file is always checked against Numerai: numerapi re-downloads it when the
+    served size differs (a restarted local Numerai can serve other data for the same round).
+    """
     dest = dataset_path(data_dir, data_version, filename, round_number)
-    if dest.exists():
+    per_round = is_per_round(filename)
+    if dest.exists() and not per_round:
         return dest, True
+    before = dest.stat().st_mtime_ns if dest.exists() else None
     remote = filename if "/" in filename else f"{data_version}/{filename}"
-    client.download(remote, dest, round_number if is_per_round(filename) else None)
-    return dest, False
+    client.download(remote, dest, round_number if per_round else None)
+    return dest, before is not None and dest.stat().st_mtime_ns == before
 
 
 def predictions_path(data_dir: Path, data_version: str, round_number: int, node: str) -> Path:

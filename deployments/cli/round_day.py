@@ -18,7 +18,7 @@ def round_command(
     ] = False,
     sandbox_size: Annotated[
         str, typer.Option(help="Sandbox data size: tiny, small or bench.")
-    ] = "small",
+    ] = "tiny",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every node to submit.")] = 900,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

@@ -38,3 +38,25 @@ def test_predictions_are_per_round_and_node():
 )
 def test_each_api_gets_its_own_cache(url, label):
     assert source_label(url) == label
+
+
+def test_a_live_file_is_checked_again_and_replaced_when_numerai_serves_other_data(tmp_path):
+    """A restarted local Numerai can serve other live data under the same round number."""
+    from flows.cache import fetch
+    from flows.numerai import NumeraiClient
+    from models.frames import read_ids
+    from sandbox.runner import Sandbox
+
+    cache_dir = tmp_path / "cache"
+    seen = []
+    for seed in (0, 1):
+        with Sandbox(tmp_path / str(seed), size="tiny", seed=seed) as sandbox:
+            client = NumeraiClient(sandbox.url)
+            path, cached = fetch(client, cache_dir, "v5.2", "live.parquet", sandbox.current_round())
+            again, cached_again = fetch(
+                client, cache_dir, "v5.2", "live.parquet", sandbox.current_round()
+            )
+            assert again == path and not cached and cached_again
+            assert sorted(read_ids(path)) == sorted(sandbox.live_ids())
+            seen.append(set(read_ids(path)))
+    assert seen[0] != seen[1]
