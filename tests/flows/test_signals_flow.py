@@ -6,13 +6,6 @@ import datetime as dt
 import json
 
 import pandas as pd
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
-)
 
 from flows.errors import InsufficientCoverage, InvalidPredictions
 from flows.prices import PriceCache
@@ -20,6 +13,8 @@ from flows.settings import load_settings
 from flows.signals import SignalsNode, signals_node
 from sandbox.runner import Sandbox
 from sandbox.state import SIGNALS
+from tests.flows.prefect_runs import artifacts as _artifacts
+from tests.flows.prefect_runs import task_states as _task_states
 
 FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
@@ -28,33 +23,9 @@ def _node(**overrides) -> SignalsNode:
     return SignalsNode(**{"numerai_model": "sandbox_signals", "params": FAST, **overrides})
 
 
-def _task_states(flow_state) -> dict[str, list[str]]:
-    """Task name -> state names, for one flow run."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])
-            )
-        )
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
-
-
 def _coverage(artifacts: dict) -> dict[str, dict]:
     """The coverage table artifact, by stage."""
     return {row["stage"]: row for row in json.loads(artifacts["signals-coverage"].data)}
-
-
-def _artifacts(flow_state) -> dict:
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_state.state_details.flow_run_id])
-            )
-        )
-    return {a.key: a for a in found if a.key}
 
 
 def _history_requests(sandbox: Sandbox) -> dict[str, list[dt.date]]:

@@ -6,13 +6,6 @@ import re
 
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    FlowRunFilter,
-    FlowRunFilterId,
-)
 
 from flows.errors import (
     InvalidKeys,
@@ -24,26 +17,14 @@ from flows.errors import (
     UploadRejected,
 )
 from flows.tournament import TournamentNode, tournament_node
+from tests.flows.prefect_runs import all_artifacts, artifacts, task_runs
+from tests.flows.prefect_runs import task_states as _task_states
 
 FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 
 def _node(**overrides) -> TournamentNode:
     return TournamentNode(**{"numerai_model": "sandbox_model", "params": FAST, **overrides})
-
-
-def _task_states(flow_state) -> dict[str, list[str]]:
-    """Task name -> state names, for one flow run."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])
-            )
-        )
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return states
 
 
 def _failure(state) -> BaseException:
@@ -156,16 +137,7 @@ def test_an_unreachable_api_is_retried_then_fails_clearly(sandbox, monkeypatch):
     error = _failure(state)
     assert isinstance(error, NumeraiUnavailable) and "127.0.0.1:9" in str(error)
     assert _task_states(state)["resolve-round"] == ["Failed"]
-    with get_client(sync_client=True) as client:
-        (run,) = [
-            r
-            for r in client.read_task_runs(
-                flow_run_filter=FlowRunFilter(
-                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-                )
-            )
-            if r.name.startswith("resolve-round")
-        ]
+    (run,) = [r for r in task_runs(state) if r.name.startswith("resolve-round")]
     assert run.run_count == 4  # the first try and three retries
 
 
@@ -193,13 +165,7 @@ def test_bad_predictions_are_stopped_before_upload(sandbox, module, message):
 
 def test_the_run_leaves_a_summary_a_chart_and_a_submission_table(sandbox):
     state = tournament_node(_node(name="artifact-node"), "with-artifacts", return_state=True)
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    by_key = {a.key: a for a in artifacts if a.key}
+    by_key = artifacts(state)
     assert {"artifact-node-summary", "artifact-node-era-corr", "artifact-node-submission"} <= set(
         by_key
     )
@@ -207,4 +173,4 @@ def test_the_run_leaves_a_summary_a_chart_and_a_submission_table(sandbox):
     assert "sharpe" in by_key["artifact-node-summary"].data
     assert "| 0" in by_key["artifact-node-era-corr"].data
     assert "with-artifacts" in str(by_key["artifact-node-submission"].data)
-    assert any(a.type == "progress" for a in artifacts)
+    assert any(a.type == "progress" for a in all_artifacts(state))

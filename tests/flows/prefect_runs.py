@@ -1,0 +1,48 @@
+"""Reading what a flow run did from the Prefect API: its task states and its artifacts."""
+
+from __future__ import annotations
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import Artifact, TaskRun
+
+
+def task_runs(flow_state) -> list[TaskRun]:
+    """Every task run of the flow run that ended in `flow_state`."""
+    run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+
+
+def task_states(flow_state) -> dict[str, list[str]]:
+    """Task name -> state names (e.g. {"train": ["Cached"]}), for one flow run."""
+    states: dict[str, list[str]] = {}
+    for run in task_runs(flow_state):
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return states
+
+
+def artifacts(flow_state) -> dict[str, Artifact]:
+    """The flow run's keyed artifacts, by key."""
+    run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
+def all_artifacts(flow_state) -> list[Artifact]:
+    """Every artifact of the flow run, keyed or not (progress artifacts have no key)."""
+    run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
