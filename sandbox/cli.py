@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import httpx
@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sandbox.data import SIZES
-from sandbox.runner import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, Sandbox
+from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, SIZE_NAMES
+
+if TYPE_CHECKING:
+    from sandbox.runner import Sandbox
 from sandbox.state import CLASSIC
 
 app = typer.Typer(
@@ -28,7 +30,7 @@ _console = Console(stderr=True)
 
 Host = Annotated[str, typer.Option(help="Address to bind; keep it on loopback.")]
 Port = Annotated[int, typer.Option(help="Port to bind; 0 picks a free one.")]
-Size = Annotated[str, typer.Option(help=f"Synthetic data size: {', '.join(SIZES)}.")]
+Size = Annotated[str, typer.Option(help=f"Synthetic data size: {', '.join(SIZE_NAMES)}.")]
 Seed = Annotated[int, typer.Option(help="Seed of the synthetic data.")]
 DataDir = Annotated[
     Path | None,
@@ -101,12 +103,14 @@ def serve(
     ready_file: Path | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM."""
-    if size not in SIZES:
-        raise typer.BadParameter(f"choose one of {', '.join(SIZES)}", param_hint="--size")
+    if size not in SIZE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(SIZE_NAMES)}", param_hint="--size")
     # A plain flag: a handler that takes a lock (Event.set) can deadlock the main thread it
     # interrupts while that thread is inside Event.wait.
     stopping: list[int] = []
     previous = {s: signal.signal(s, lambda sig, _: stopping.append(sig)) for s in _STOP_SIGNALS}
+    from sandbox.runner import Sandbox  # data generation and the server: only when serving
+
     sandbox = Sandbox(
         root,
         size=size,

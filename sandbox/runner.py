@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount
 from sandbox.backend import Backend
 from sandbox.catalog import DatasetCatalog, DirectoryCatalog
 from sandbox.data import DATA_VERSION, SyntheticClassic, size_preset
+from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY
 from sandbox.server import create_app
 from sandbox.signals_data import SIGNALS_VERSION, SyntheticSignals
 from sandbox.state import CLASSIC, FIRST_ROUND, SIGNALS, Clock, Faults, SandboxState, utc_now
@@ -23,9 +24,6 @@ from sandbox.webhooks import WebhookDelivery
 from sandbox.yahoo import YahooFake
 from sandbox.yahoo import create_app as create_yahoo_app
 
-DEFAULT_PUBLIC_ID = "sandbox-public-id"
-DEFAULT_SECRET_KEY = "sandbox-secret-key"
-DEFAULT_MODELS = ("sandbox_model", "sandbox_signals:signals")
 YAHOO_PATH = "/yahoo"  # where the Yahoo fake is mounted
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 10.0

@@ -158,3 +158,10 @@ def test_size_presets():
     assert bench.train_eras * bench.rows_per_era >= 500_000 and bench.n_features >= 500
     with pytest.raises(ValueError, match="unknown sandbox size"):
         size_preset("huge")
+
+
+def test_the_cli_knows_every_size_preset():
+    from sandbox.data import SIZES
+    from sandbox.defaults import SIZE_NAMES
+
+    assert tuple(SIZES) == SIZE_NAMES
