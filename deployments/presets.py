@@ -1,0 +1,74 @@
+"""Machine-size presets (`gen-m`, `mem-l`, …) turned into ECS and Cloud Run v2 job variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAMILIES = ("gen", "cpu", "mem")
+SIZES = ("xs", "s", "m", "l", "xl", "2xl")
+ECS = "ecs"
+CLOUD_RUN_V2 = "cloud-run-v2"
+POOL_TYPES = (ECS, CLOUD_RUN_V2)
+# Cloud Run's default task timeout is 600 s: too short to train a model on a cold cache.
+CLOUD_RUN_TIMEOUT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Size:
+    """One preset: Fargate task size (CPU units, MiB) and Cloud Run v2 limits (vCPU, MiB)."""
+
+    fargate_cpu: int
+    fargate_memory_mib: int
+    cloud_run_cpu: int
+    cloud_run_memory_mib: int
+
+
+# Fargate: gen has 4 GiB per vCPU, cpu 2 GiB, mem 8 GiB (capped at Fargate's maximum).
+# Cloud Run allows at most 4 GiB per vCPU and 8 vCPU / 32 GiB, so its larger sizes cap there.
+_GIB = 1024
+PRESETS: dict[str, Size] = {
+    "gen-xs": Size(512, 2 * _GIB, 1, 2 * _GIB),
+    "gen-s": Size(1024, 4 * _GIB, 1, 4 * _GIB),
+    "gen-m": Size(2048, 8 * _GIB, 2, 8 * _GIB),
+    "gen-l": Size(4096, 16 * _GIB, 4, 16 * _GIB),
+    "gen-xl": Size(8192, 32 * _GIB, 8, 32 * _GIB),
+    "gen-2xl": Size(16384, 64 * _GIB, 8, 32 * _GIB),
+    "cpu-xs": Size(512, 1 * _GIB, 1, 1 * _GIB),
+    "cpu-s": Size(1024, 2 * _GIB, 1, 2 * _GIB),
+    "cpu-m": Size(2048, 4 * _GIB, 2, 4 * _GIB),
+    "cpu-l": Size(4096, 8 * _GIB, 4, 8 * _GIB),
+    "cpu-xl": Size(8192, 16 * _GIB, 8, 16 * _GIB),
+    "cpu-2xl": Size(16384, 32 * _GIB, 8, 32 * _GIB),
+    "mem-xs": Size(512, 4 * _GIB, 1, 4 * _GIB),
+    "mem-s": Size(1024, 8 * _GIB, 2, 8 * _GIB),
+    "mem-m": Size(2048, 16 * _GIB, 4, 16 * _GIB),
+    "mem-l": Size(4096, 30 * _GIB, 8, 24 * _GIB),
+    "mem-xl": Size(8192, 60 * _GIB, 8, 32 * _GIB),
+    "mem-2xl": Size(16384, 120 * _GIB, 8, 32 * _GIB),
+}
+
+
+def preset_names() -> list[str]:
+    """Every preset name, family by family, smallest first."""
+    return [f"{family}-{size}" for family in FAMILIES for size in SIZES]
+
+
+def job_variables(preset: str, pool_type: str) -> dict:
+    """Job variables that size a flow run on a pool of `pool_type` (`ecs` or `cloud-run-v2`)."""
+    size = PRESETS.get(preset)
+    if size is None:
+        raise ValueError(
+            f"Unknown size preset '{preset}'. Valid presets: {', '.join(preset_names())}."
+        )
+    if pool_type == ECS:
+        # prefect-aws takes CPU units and MiB as integers.
+        return {"cpu": size.fargate_cpu, "memory": size.fargate_memory_mib}
+    if pool_type == CLOUD_RUN_V2:
+        return {
+            "cpu": str(size.cloud_run_cpu),
+            "memory": f"{size.cloud_run_memory_mib // _GIB}Gi",
+            "timeout": CLOUD_RUN_TIMEOUT_SECONDS,
+        }
+    raise ValueError(
+        f"Unknown work pool type '{pool_type}'. Valid pool types: {', '.join(POOL_TYPES)}."
+    )

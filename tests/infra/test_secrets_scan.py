@@ -1,0 +1,145 @@
+"""No key material in the image build context, prefect.yaml or the CloudFormation parameters."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+_KEY_PATTERNS = {
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "AWS secret access key": re.compile(
+        r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{40}", re.IGNORECASE
+    ),
+    "Numerai key": re.compile(
+        r"NUMERAI_(?:SECRET_KEY|PUBLIC_ID)['\"]?\s*[=:]\s*['\"]?[A-Z0-9]{20,}", re.IGNORECASE
+    ),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+}
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(r"(?:Key|Secret|Token|Password|Credentials?)$", re.IGNORECASE)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """A .dockerignore pattern as a regex over slash-separated relative paths."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+    wildcards = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(part, re.escape(part)) for part in parts))
+
+
+def _ignore_rules(root: Path) -> list[tuple[bool, re.Pattern]]:
+    lines = (root / ".dockerignore").read_text().splitlines()
+    rules = []
+    for line in (line.strip() for line in lines):
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            rules.append((negated, _pattern_regex(line.lstrip("!"))))
+    return rules
+
+
+def _excluded(relative: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Docker's rule: a pattern matching the path or a parent excludes it; the last match wins."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: end + 1]) for end in range(len(parts))]
+    excluded = False
+    for negated, regex in rules:
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            excluded = not negated
+    return excluded
+
+
+def build_context(root: Path = ROOT) -> list[Path]:
+    """The files `docker build .` sends to the builder."""
+    rules = _ignore_rules(root)
+    files = []
+    for directory, subdirectories, names in os.walk(root):
+        here = Path(directory).relative_to(root)
+        subdirectories[:] = [
+            name for name in subdirectories if not _excluded((here / name).as_posix(), rules)
+        ]
+        files += [
+            root / here / name for name in names if not _excluded((here / name).as_posix(), rules)
+        ]
+    return files
+
+
+def _leaks(text: str) -> list[str]:
+    return [label for label, pattern in _KEY_PATTERNS.items() if pattern.search(text)]
+
+
+def _dockerfile_instructions() -> list[str]:
+    """Dockerfile instructions, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = (line.strip() for line in joined.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_scanner_catches_keys():
+    assert _leaks("NUMERAI_SECRET_KEY=" + "A" * 64) == ["Numerai key"]
+    assert _leaks("key: AKIA" + "ABCDEFGHIJKLMNOP") == ["AWS access key id"]
+    assert not _leaks("secret_key = os.environ['NUMERAI_SECRET_KEY']")
+
+
+def test_dockerignore_excludes_local_state(tmp_path):
+    (tmp_path / ".dockerignore").write_text((ROOT / ".dockerignore").read_text())
+    for name in (".env", ".git/config", ".venv/bin/python", "flows/__pycache__/a.pyc", "keep.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert [path.name for path in build_context(tmp_path)] == ["keep.py"]
+
+
+def test_build_context_holds_the_code_and_no_keys():
+    context = build_context()
+    relative = {path.relative_to(ROOT).as_posix() for path in context}
+    assert {"pyproject.toml", "uv.lock", "prefect.yaml", "flows/tournament.py"} <= relative
+    assert not any(name.startswith((".venv/", ".git/", "tests/")) for name in relative)
+    for path in context:
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        assert not _leaks(text), f"{path.relative_to(ROOT)}: {_leaks(text)}"
+
+
+def test_prefect_yaml_holds_no_keys():
+    assert not _leaks((ROOT / "prefect.yaml").read_text())
+
+
+def test_cloudformation_parameters_hold_no_keys():
+    template, problems = decode(ROOT / "infra" / "aws" / "stack.yaml")
+    assert not problems
+    assert not _leaks((ROOT / "infra" / "aws" / "stack.yaml").read_text())
+    for name, parameter in template["Parameters"].items():
+        default = str(parameter.get("Default", ""))
+        assert not _leaks(f"{name}={default}"), name
+        # A secret would have to be a NoEcho parameter without a default; none belong here.
+        if _SECRET_PARAMETER.search(name):
+            assert "Default" not in parameter and parameter.get("NoEcho"), name
+
+
+def test_dockerfile_sets_no_secret_env():
+    for instruction in _dockerfile_instructions():
+        keyword, _, arguments = instruction.partition(" ")
+        if keyword.upper() in ("ENV", "ARG"):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", arguments) or arguments.split()[:1]
+            assert not any(_SECRET_NAME.search(name) for name in names), instruction
+
+
+def test_dockerfile_runs_as_non_root():
+    users = [
+        line.split()[1] for line in _dockerfile_instructions() if line.upper().startswith("USER ")
+    ]
+    assert users, "the Dockerfile never sets USER"
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+@pytest.mark.parametrize("needle", ["uv.lock", "uv sync --frozen --no-dev"])
+def test_dockerfile_installs_from_the_lock(needle):
+    instructions = _dockerfile_instructions()
+    assert any(needle in line for line in instructions), needle
+    assert not any(re.search(r"\bpip install\b", line) for line in instructions)
