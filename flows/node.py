@@ -41,6 +41,20 @@ class DataSource(BaseModel):
         )
 
 
+class NodeSettings(BaseModel):
+    """Settings every node has; each node's settings model adds its own."""
+
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Overrides of the model module's DEFAULT_PARAMS."
+    )
+    score_validation: bool = Field(
+        True, description="Score the model on the validation data, for the report."
+    )
+    upload: bool = Field(
+        True, description="Upload to Numerai. Off: only write the predictions file."
+    )
+
+
 class SubmissionOutcome(BaseModel):
     """What the submit step did."""
 

@@ -19,6 +19,7 @@ from flows import cache
 from flows.errors import ConfigurationError, InsufficientCoverage
 from flows.node import (
     DataSource,
+    NodeSettings,
     SubmissionOutcome,
     check_account,
     code_digest,
@@ -43,16 +44,13 @@ from flows.validation import PredictionSummary, check_signals
 from models import signals
 
 
-class SignalsNode(BaseModel):
+class SignalsNode(NodeSettings):
     """A Signals node's settings. prefect.yaml sets them per deployment."""
 
     name: str = Field("signals", description="The node's name, shown in artifacts.")
     numerai_model: str = Field("my_signals_model", description="The Signals model to submit as.")
     data_version: str = Field("signals/v2.0", description="Numerai Signals dataset version.")
     target: str = Field("target", description="The target column of the training data.")
-    params: dict[str, float | int | str | bool] = Field(
-        default_factory=dict, description="Overrides of models.signals.DEFAULT_PARAMS."
-    )
     ticker_overrides: dict[str, str] = Field(
         default_factory=dict,
         description="Yahoo symbols for Numerai tickers the exchange table maps wrongly, "
@@ -60,12 +58,6 @@ class SignalsNode(BaseModel):
     )
     price_retries: int = Field(
         3, ge=0, description="Retries for symbols Yahoo returned nothing for (backoff from 2 s)."
-    )
-    score_validation: bool = Field(
-        True, description="Score the model per date on the validation data, for the report."
-    )
-    upload: bool = Field(
-        True, description="Upload to Numerai. Off: only write the predictions file."
     )
 
 

@@ -13,12 +13,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from flows import cache
 from flows.errors import ConfigurationError, InvalidPredictions
 from flows.node import (
     DataSource,
+    NodeSettings,
     SubmissionOutcome,
     check_account,
     code_digest,
@@ -35,7 +36,7 @@ from flows.validation import PredictionSummary, check_classic
 from models.frames import read_columns, read_ids
 
 
-class TournamentNode(BaseModel):
+class TournamentNode(NodeSettings):
     """A Classic node's settings. prefect.yaml sets them per deployment."""
 
     name: str = Field("tournament", description="The node's name, shown in artifacts.")
@@ -46,15 +47,6 @@ class TournamentNode(BaseModel):
     data_version: str = Field("v5.2", description="Numerai dataset version.")
     feature_set: str = Field("small", description="A feature set from features.json.")
     target: str = Field("target", description="The target column to train on.")
-    params: dict[str, float | int | str | bool] = Field(
-        default_factory=dict, description="Overrides of the model module's DEFAULT_PARAMS."
-    )
-    score_validation: bool = Field(
-        True, description="Score the model per era on the validation data, for the report."
-    )
-    upload: bool = Field(
-        True, description="Upload to Numerai. Off: only write the predictions file."
-    )
 
 
 def model_module(name: str) -> ModuleType:

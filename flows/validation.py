@@ -27,6 +27,18 @@ class PredictionSummary:
     mean: float
     std: float
 
+    @classmethod
+    def of(cls, values: pd.Series, live_rows: int) -> PredictionSummary:
+        """Summarise validated prediction values."""
+        return cls(
+            rows=len(values),
+            live_rows=live_rows,
+            minimum=float(values.min()),
+            maximum=float(values.max()),
+            mean=float(values.mean()),
+            std=float(values.std()),
+        )
+
 
 def check_classic(predictions: pd.Series, live_ids: pd.Index) -> PredictionSummary:
     """Validate Classic predictions against the round's live ids, then with numerai-tools."""
@@ -37,14 +49,7 @@ def check_classic(predictions: pd.Series, live_ids: pd.Index) -> PredictionSumma
         validate_submission_numerai(pd.Series(live_ids.astype(str)), frame)
     except AssertionError as exc:
         raise InvalidPredictions(f"numerai-tools rejected the predictions: {exc}") from None
-    return PredictionSummary(
-        rows=len(predictions),
-        live_rows=len(live_ids),
-        minimum=float(predictions.min()),
-        maximum=float(predictions.max()),
-        mean=float(predictions.mean()),
-        std=float(predictions.std()),
-    )
+    return PredictionSummary.of(predictions, len(live_ids))
 
 
 def check_signals(submission: pd.DataFrame, universe: Iterable[str]) -> PredictionSummary:
@@ -83,14 +88,7 @@ def check_signals(submission: pd.DataFrame, universe: Iterable[str]) -> Predicti
             validate_submission_signals(pd.DataFrame({"numerai_ticker": live}), submission.copy())
     except AssertionError as exc:
         raise InvalidPredictions(f"numerai-tools rejected the predictions: {exc}") from None
-    return PredictionSummary(
-        rows=len(signal),
-        live_rows=len(live),
-        minimum=float(signal.min()),
-        maximum=float(signal.max()),
-        mean=float(signal.mean()),
-        std=float(signal.std()),
-    )
+    return PredictionSummary.of(signal, len(live))
 
 
 def _check_values(predictions: pd.Series) -> None:
