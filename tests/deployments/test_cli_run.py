@@ -92,3 +92,22 @@ def test_expected_failures_print_the_cause_without_a_traceback(
     assert "Traceback" not in result.stderr + result.stdout
     assert "not-the-secret" not in result.stderr + result.stdout
     assert sandbox.submissions() == []
+
+
+def test_run_signals_submits_with_the_trigger_id_using_yahoo_prices(env, sandbox, tmp_path):
+    env.update(
+        NUMERAI_API_URL=sandbox.url,
+        NUMERAI_PUBLIC_ID=sandbox.public_id,
+        NUMERAI_SECRET_KEY=sandbox.secret_key,
+        NUMERAI_NODES_YAHOO_URL=sandbox.yahoo_url,
+    )
+    result = _cli(
+        ["run", "signals", "--model", "sandbox_signals", "-p", "n_estimators=10", "--no-score",
+         "--trigger-id", "signals-cli", "--json"],
+        env, tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    assert printed["status"] == "submitted"
+    (submission,) = sandbox.submissions("sandbox_signals")
+    assert submission.trigger_id == "signals-cli" and submission.row_count >= 100

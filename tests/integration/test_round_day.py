@@ -6,6 +6,7 @@ run, the worker runs it, and the sandbox records the submission.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -179,6 +180,19 @@ def test_doctor_is_green_on_a_healthy_stack(stack):
     result = stack.cli("doctor")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✗" not in result.stdout
+
+
+def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
+    result = stack.cli("round", "--json", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads(result.stdout[result.stdout.index("[") :])
+    assert sorted(row["node"] for row in rows) == ["signals", "tournament"]
+    for row in rows:
+        assert row["submission_id"] and row["trigger_id"], row
+        assert row["webhook_to_start_s"] is not None and row["run_s"] is not None
+        (submission,) = stack.submissions(row["trigger_id"])
+        assert submission["id"] == row["submission_id"] and submission["round"] == row["round"]
+    assert "using the local stack that is already up" in result.stderr.lower()
 
 
 def test_with_the_worker_stopped_node_test_and_doctor_say_so(stack):
