@@ -1,0 +1,67 @@
+"""Work pools a cloud stack owns: the worker's default job template, filled in and applied."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# The Prefect setting that routes every task result, the trained model among them, to a block.
+RESULT_STORAGE_ENV = "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"
+
+
+def default_template(pool_type: str) -> dict[str, Any]:
+    """The base job template the worker for `pool_type` ships with (a fresh copy)."""
+    from prefect.plugins import load_prefect_collections
+    from prefect.workers.base import BaseWorker
+
+    load_prefect_collections()
+    worker = BaseWorker.get_worker_class_from_type(pool_type)
+    if worker is None:
+        raise ValueError(
+            f"No worker for work pool type '{pool_type}' is installed. "
+            "Install the project with `uv sync` (it brings prefect-aws and prefect-gcp)."
+        )
+    return copy.deepcopy(worker.get_default_base_job_template())
+
+
+def set_default(template: dict[str, Any], variable: str, value: Any) -> None:
+    """Set one job variable's default; a deployment's job_variables can still override it."""
+    properties = template["variables"]["properties"]
+    if variable not in properties:
+        raise KeyError(f"the job template has no variable '{variable}'")
+    properties[variable]["default"] = value
+
+
+def upsert_pool(name: str, pool_type: str, template: dict[str, Any]) -> bool:
+    """Create pool `name` with `template`, or update its template; True when it was created."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(
+                WorkPoolCreate(name=name, type=pool_type, base_job_template=template)
+            )
+            return True
+        if existing.type != pool_type:
+            raise ValueError(
+                f"Work pool '{name}' exists with type '{existing.type}', not '{pool_type}'. "
+                f"Delete it (`prefect work-pool delete {name}`) or choose another pool name."
+            )
+        client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+        return False
+
+
+def read_pool_template(name: str) -> dict[str, Any] | None:
+    """Pool `name`'s base job template, or None when the pool does not exist."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_work_pool(name).base_job_template
+        except ObjectNotFound:
+            return None
