@@ -49,6 +49,11 @@ def load_nodes(path: Path = CATALOGUE) -> list[Node]:
     return [node for node in nodes if node is not None]
 
 
+def nodes_on_pool(nodes: list[Node], pool: str) -> list[Node]:
+    """The nodes that run on work pool `pool`."""
+    return [node for node in nodes if node.work_pool == pool]
+
+
 def find_node(name: str, path: Path = CATALOGUE) -> Node:
     """The node called `name`, or a CatalogueError listing the known ones."""
     nodes = load_nodes(path)

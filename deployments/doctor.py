@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -25,6 +23,11 @@ from flows.keys import connect
 Status = Literal["ok", "fail", "warn"]
 _PACKAGES = ("prefect", "numerapi", "numerai-tools", "lightgbm", "pandas", "yfinance")
 _WORKER_GRACE_SECONDS = 120
+_POOL_SETUP = {
+    "local": "`numerai-nodes up`",
+    "ecs": "`numerai-nodes infra aws up`",
+    "cloud-run": "`numerai-nodes infra gcp up`",
+}
 
 
 @dataclass
@@ -40,22 +43,51 @@ class Check:
         return asdict(self)
 
 
-def diagnose(nodes: list[Node], gateway_base: str | None) -> list[Check]:
-    """Run every check in order; later checks are skipped only when they cannot run at all."""
+def diagnose(nodes: list[Node], gateway_base: str | None, explicit: bool = False) -> list[Check]:
+    """Run every check in order; later checks are skipped only when they cannot run at all.
+
+    Unless `explicit`, only the nodes set up on this Prefect server (deployed, or with their work
+    pool present) are checked: the catalogue also holds nodes for clouds a user may not use.
+    """
     checks = [_versions()]
     api_url = PREFECT_API_URL.value()
     api_check, reachable = _prefect_api(api_url)
     checks.append(api_check)
     cloud = is_prefect_cloud(api_url)
+    pool_types: dict[str, str] = {}
     if reachable:
         with get_client(sync_client=True) as client:
-            checks += _pools(client, nodes)
+            if not explicit:
+                nodes, idle = _in_use(client, nodes)
+                checks += [_not_set_up(node) for node in idle]
+            checks += _pools(client, nodes, pool_types)
             checks += _deployments(client, nodes)
     checks += _numerai(nodes, gateway_base, cloud)
     if not cloud:
         checks.append(_gateway(gateway_base))
-    checks += _cloud_credentials(nodes)
+    checks += _cloud(pool_types)
     return checks
+
+
+def _in_use(client: SyncPrefectClient, nodes: list[Node]) -> tuple[list[Node], list[Node]]:
+    """Split `nodes` into those set up on this server and the rest."""
+    in_use, idle = [], []
+    pools = {pool.name for pool in client.read_work_pools()}
+    flows = {flow.id: flow.name for flow in client.read_flows()}
+    deployed = {f"{flows.get(d.flow_id)}/{d.name}" for d in client.read_deployments()}
+    for node in nodes:
+        (in_use if node.work_pool in pools or node.full_name in deployed else idle).append(node)
+    return in_use, idle
+
+
+def _not_set_up(node: Node) -> Check:
+    command = _POOL_SETUP.get(node.work_pool, f"`prefect work-pool create {node.work_pool}`")
+    return Check(
+        f"node {node.name}",
+        "warn",
+        f"not set up on this server (no work pool '{node.work_pool}', not deployed); not checked",
+        f"To use it: {command}, then `prefect --no-prompt deploy -n {node.full_name}`.",
+    )
 
 
 def _versions() -> Check:
@@ -103,7 +135,8 @@ def _prefect_api(api_url: str | None) -> tuple[Check, bool]:
     return Check("prefect api", "ok", f"{kind} at {api_url}"), True
 
 
-def _pools(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
+def _pools(client: SyncPrefectClient, nodes: list[Node], pool_types: dict[str, str]) -> list[Check]:
+    """One check per work pool the nodes name; records each pool's type in `pool_types`."""
     checks = []
     for pool_name in sorted({node.work_pool for node in nodes}):
         name = f"work pool {pool_name}"
@@ -120,6 +153,7 @@ def _pools(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
                 )
             )
             continue
+        pool_types[pool_name] = pool.type
         if pool.type.endswith(":push"):
             checks.append(Check(name, "ok", f"{pool.type} push pool: needs no worker"))
             continue
@@ -163,7 +197,7 @@ def _deployments(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
                     name,
                     "fail",
                     f"{node.full_name} is not deployed",
-                    "Deploy the catalogue: `prefect --no-prompt deploy --all`.",
+                    f"Deploy it: `prefect --no-prompt deploy -n {node.full_name}`.",
                 )
             )
             continue
@@ -298,37 +332,16 @@ def _gateway(gateway_base: str | None) -> Check:
     return Check("gateway", "ok", f"{gateway_base} is up and reaches Prefect")
 
 
-def _cloud_credentials(nodes: list[Node]) -> list[Check]:
+def _cloud(pool_types: dict[str, str]) -> list[Check]:
+    """The cloud checks of each ECS or Cloud Run pool in use: credentials, stack, image, secrets."""
     checks = []
-    pools = {node.work_pool for node in nodes}
-    if any("ecs" in pool for pool in pools):
-        found = (
-            any(os.environ.get(var) for var in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ROLE_ARN"))
-            or (Path.home() / ".aws" / "credentials").exists()
-        )
-        checks.append(
-            Check("aws credentials", "ok", "found")
-            if found
-            else Check(
-                "aws credentials",
-                "fail",
-                "no AWS credentials for the ECS pool",
-                "Run `aws configure` (or set AWS_PROFILE).",
-            )
-        )
-    if any("cloud-run" in pool or "gcp" in pool for pool in pools):
-        adc = Path.home() / ".config" / "gcloud" / "application_default_credentials.json"
-        found = bool(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")) or adc.exists()
-        checks.append(
-            Check("gcp credentials", "ok", "found")
-            if found
-            else Check(
-                "gcp credentials",
-                "fail",
-                "no Google credentials for the Cloud Run pool",
-                "Run `gcloud auth application-default login`.",
-            )
-        )
-    if not checks:
-        checks.append(Check("cloud credentials", "ok", "no cloud pools in use"))
+    for pool_name, pool_type in sorted(pool_types.items()):
+        if pool_type.startswith("ecs"):
+            from deployments.cloud.aws_doctor import doctor_checks as aws_checks
+
+            checks += aws_checks(pool_name)
+        elif pool_type.startswith("cloud-run"):
+            from deployments.cloud.gcp_doctor import doctor_checks as gcp_checks
+
+            checks += gcp_checks(pool_name)
     return checks

@@ -22,7 +22,7 @@ import psutil
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments.catalogue import CATALOGUE, Node, load_nodes
+from deployments.catalogue import CATALOGUE, CatalogueError, Node, load_nodes, nodes_on_pool
 from flows.errors import NodeError
 
 HOST = "127.0.0.1"
@@ -290,7 +290,12 @@ class LocalStack:
         Raises StackAlreadyUp when stack.json names live processes. On any failure, everything
         started so far is stopped again.
         """
-        nodes = load_nodes(self.project_dir / CATALOGUE)
+        nodes = nodes_on_pool(load_nodes(self.project_dir / CATALOGUE), self.settings.work_pool)
+        if not nodes:
+            raise CatalogueError(
+                f"prefect.yaml has no node on the work pool {self.settings.work_pool!r}, so the "
+                "local stack has nothing to run. Give a node `work_pool: *local_pool`."
+            )
         existing = self.info()
         if existing is not None:
             if any(process.alive for process in existing.processes):
@@ -340,14 +345,14 @@ class LocalStack:
             {**self._worker_settings_env(), **(running_sandbox.env() if running_sandbox else {})}
         )
         worker = self._spawn("worker", self._worker_command(), worker_env, None)
-        deploy = self._start_deploy()  # runs while the worker and the gateway start
+        deploy = self._start_deploy(nodes)  # runs while the worker and the gateway start
         try:
             triggered = [node for node in nodes if node.has_trigger]
             tokens = self._tokens(triggered)
             gateway_command = [sys.executable, "-m", "deployments.gateway"]
             gateway_env = self._gateway_env(triggered)
             gateway = self._spawn("gateway", gateway_command, gateway_env, self.gateway_url)
-            with self.reporter.step("Deploying prefect.yaml (prefect deploy --all)"):
+            with self.reporter.step("Deploying the local nodes of prefect.yaml"):
                 self._finish_deploy(deploy)
             timings["deploy"] = round(time.monotonic() - started, 1)
         finally:
@@ -635,11 +640,12 @@ class LocalStack:
     def _deploy_log(self) -> Path:
         return self.logs_dir / "deploy.log"
 
-    def _start_deploy(self) -> subprocess.Popen[bytes]:
-        """Start `prefect deploy --all` in the project directory, against the stack's server."""
+    def _start_deploy(self, nodes: list[Node]) -> subprocess.Popen[bytes]:
+        """Start `prefect deploy` of the stack's nodes in the project directory, on its server."""
+        names = [argument for node in nodes for argument in ("--name", node.full_name)]
         with self._deploy_log.open("wb") as handle:
             return subprocess.Popen(
-                [*_prefect(), "--no-prompt", "deploy", "--all"],
+                [*_prefect(), "--no-prompt", "deploy", *names],
                 cwd=self.project_dir,
                 env=self._env(),
                 stdin=subprocess.DEVNULL,
@@ -652,12 +658,12 @@ class LocalStack:
             code = deploy.wait(self.settings.start_timeout_seconds)
         except subprocess.TimeoutExpired:
             raise StackError(
-                f"prefect deploy --all did not finish in {self.settings.start_timeout_seconds:.0f}"
+                f"prefect deploy did not finish in {self.settings.start_timeout_seconds:.0f}"
                 f" s; see {self._deploy_log}"
             ) from None
         if code != 0:
             raise StackError(
-                f"prefect deploy --all failed (exit code {code}). The end of its output "
+                f"prefect deploy failed (exit code {code}). The end of its output "
                 f"({self._deploy_log}):\n{_tail(self._deploy_log, LOG_TAIL_LINES)}"
             )
 

@@ -13,26 +13,34 @@ from deployments.cli.output import console, fail
 
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="Check only this node (repeatable), set up or not."),
+    ] = None,
 ) -> None:
     """Check versions, the Prefect API, pools and workers, deployments and their triggers,
-    Numerai keys and models, the registered webhooks, the gateway and cloud credentials.
+    Numerai keys and models, the registered webhooks, the gateway, and for cloud pools the
+    credentials, the stack, the pool's template, the image and the secrets.
 
     Uses PREFECT_API_URL and the Numerai settings of the environment, or the running local
-    stack (`numerai-nodes up`) when they are not set. Exits 1 when any check fails.
+    stack (`numerai-nodes up`) when they are not set. Without --node it checks the nodes set up
+    on that server. Exits 1 when any check fails.
     """
-    from deployments.catalogue import CatalogueError, load_nodes
+    from deployments.catalogue import CatalogueError, find_node, load_nodes
     from deployments.doctor import diagnose
     from deployments.environment import local_stack_defaults
 
     try:
         nodes = load_nodes()
+        if only:
+            nodes = [find_node(name) for name in only]
     except CatalogueError as exc:
         raise fail(str(exc)) from None
     with local_stack_defaults() as stack:
         gateway = os.environ.get("NUMERAI_NODES_GATEWAY_PUBLIC_URL") or (
             stack.gateway_url if stack is not None else None
         )
-        checks = diagnose(nodes, gateway)
+        checks = diagnose(nodes, gateway, explicit=bool(only))
     failed = [check for check in checks if check.status == "fail"]
     if as_json:
         console.print_json(

@@ -29,7 +29,7 @@ def round_command(
     each call into a Prefect event, the deployment's trigger into a flow run, and the worker
     runs it. Exit 1 if any node did not submit.
     """
-    from deployments.catalogue import CatalogueError, load_nodes
+    from deployments.catalogue import CatalogueError, load_nodes, nodes_on_pool
     from deployments.cli.stack import load_stack
     from deployments.round import RoundError, follow_round, open_round
     from deployments.stack import StackAlreadyUp
@@ -41,6 +41,7 @@ def round_command(
     except CatalogueError as exc:
         raise fail(str(exc)) from None
     stack = load_stack()
+    nodes = nodes_on_pool(nodes, stack.settings.work_pool)
     started_here = False
     try:
         info = stack.up(sandbox=True, sandbox_size=sandbox_size)

@@ -229,4 +229,4 @@ def test_doctor_reports_a_missing_deployment(stack):
     assert result.returncode == 1
     text = " ".join(result.stdout.split())
     assert "tournament-node/tournament is not deployed" in text
-    assert "prefect --no-prompt deploy --all" in text
+    assert "prefect --no-prompt deploy -n tournament-node/tournament" in text
