@@ -1,0 +1,224 @@
+"""Doctor checks of the GCP stack: credentials, Terraform outputs, the pool, the keys, the image."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.cloud.gcp import (
+    IMAGE_NAME,
+    REQUIRED_OUTPUTS,
+    SECRET_OUTPUTS,
+    UP,
+    GcpSettings,
+    GcpStackError,
+    SecretManager,
+    Terraform,
+    adc_token,
+    cloud_run_pool_template,
+    image_uri,
+)
+from deployments.cloud.pools import read_pool_template
+from deployments.doctor import Check
+
+_CHECKED_VARIABLES = (
+    "region",
+    "image",
+    "service_account_name",
+    "env_from_secrets",
+    "env",
+    "timeout",
+    "cpu",
+    "memory",
+)
+
+
+def doctor_checks(
+    pool_name: str,
+    settings: GcpSettings | None = None,
+    *,
+    token: Callable[[], str] | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> list[Check]:
+    """Every check of the GCP stack, in order; the API checks run only when credentials work."""
+    settings = settings or GcpSettings()
+    checks = [_credentials()]
+    outputs_check, outputs = _outputs(settings)
+    checks.append(outputs_check)
+    if not outputs:
+        return checks
+    checks.append(_pool(pool_name, outputs, settings))
+    if token is None and checks[0].status != "ok":
+        checks += _unchecked(outputs, settings)
+        return checks
+    token = token or adc_token
+    checks += _secrets(outputs, SecretManager(settings.secret_manager_url, token, transport))
+    checks.append(_image(outputs, settings, token, transport))
+    return checks
+
+
+def _credentials() -> Check:
+    name = "GCP credentials"
+    path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if path:
+        if Path(path).is_file():
+            return Check(name, "ok", f"GOOGLE_APPLICATION_CREDENTIALS names {path}")
+        return Check(
+            name,
+            "fail",
+            f"GOOGLE_APPLICATION_CREDENTIALS names {path}, which does not exist",
+            f"Point it at a service account key file (or unset it and run `gcloud auth "
+            f"application-default login`), then run `{UP}`.",
+        )
+    config = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
+    if (config / "application_default_credentials.json").is_file():
+        return Check(name, "ok", "gcloud Application Default Credentials")
+    return Check(
+        name,
+        "fail",
+        "no GOOGLE_APPLICATION_CREDENTIALS and no gcloud Application Default Credentials",
+        f"Run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS), "
+        f"then run `{UP}`.",
+    )
+
+
+def _outputs(settings: GcpSettings) -> tuple[Check, dict[str, str]]:
+    name = "Terraform state"
+    try:
+        outputs = Terraform(settings).outputs()
+    except GcpStackError as exc:
+        return Check(name, "fail", str(exc), f"Create the stack with `{UP}`."), {}
+    missing = [output for output in REQUIRED_OUTPUTS if not outputs.get(output)]
+    if missing:
+        detail = (
+            f"outputs lack {', '.join(missing)}"
+            if outputs
+            else "no stack applied in this directory"
+        )
+        return Check(name, "fail", detail, f"Create or update the stack with `{UP}`."), {}
+    return Check(name, "ok", f"project {outputs['project']}, region {outputs['region']}"), outputs
+
+
+def _pool(pool_name: str, outputs: dict[str, str], settings: GcpSettings) -> Check:
+    name = f"Work pool {pool_name}"
+    fix = f"Create or update the pool from the stack with `{UP}`."
+    try:
+        actual = read_pool_template(pool_name)
+    except (httpx.HTTPError, RuntimeError) as exc:  # the main doctor checks the Prefect API
+        return Check(name, "warn", f"could not read the pool ({type(exc).__name__})", fix)
+    if actual is None:
+        return Check(name, "fail", "the pool does not exist", fix)
+    expected = cloud_run_pool_template(
+        outputs,
+        image=image_uri(outputs, settings.image_tag),
+        preset=settings.preset,
+        credentials_block=settings.credentials_block,
+        results_block=settings.results_block,
+    )
+    differ = [
+        variable
+        for variable in _CHECKED_VARIABLES
+        if _default(actual, variable) != _default(expected, variable)
+    ]
+    # A deployment may pin another tag; the pool's image must still come from the stack's registry.
+    if "image" in differ and str(_default(actual, "image")).startswith(outputs["repository_url"]):
+        differ.remove("image")
+    if differ:
+        return Check(name, "fail", f"defaults differ from the stack: {', '.join(differ)}", fix)
+    return Check(name, "ok", f"matches the stack (image {_default(actual, 'image')})")
+
+
+def _default(template: dict[str, Any], variable: str) -> Any:
+    return template.get("variables", {}).get("properties", {}).get(variable, {}).get("default")
+
+
+def _secrets(outputs: dict[str, str], secrets: SecretManager) -> list[Check]:
+    checks = []
+    for env, output in SECRET_OUTPUTS.items():
+        secret = outputs[output]
+        name = f"Secret {secret}"
+        try:
+            present = secrets.has_version(outputs["project"], secret)
+        except GcpStackError as exc:
+            checks.append(Check(name, "warn", str(exc), _secret_fix(outputs, secret)))
+            continue
+        if present:
+            checks.append(Check(name, "ok", f"has an enabled version ({env})"))
+        else:
+            checks.append(
+                Check(
+                    name,
+                    "fail",
+                    f"no enabled version: Cloud Run jobs cannot read {env}",
+                    f"Set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY and run `{UP}`.",
+                )
+            )
+    return checks
+
+
+def _secret_fix(outputs: dict[str, str], secret: str) -> str:
+    return (
+        f"Check with `gcloud secrets versions list {secret} --project {outputs['project']}`; "
+        f"store the keys with `{UP}`."
+    )
+
+
+def _image(
+    outputs: dict[str, str],
+    settings: GcpSettings,
+    token: Callable[[], str],
+    transport: httpx.BaseTransport | None,
+) -> Check:
+    image = image_uri(outputs, settings.image_tag)
+    name = "Node image"
+    push = (
+        f"Push it: `gcloud auth configure-docker {image.split('/')[0]}`, then "
+        f"`docker build -t {image} . && docker push {image}` (the repository comes from `{UP}`)."
+    )
+    repository = outputs.get("repository_id") or outputs["repository_url"].rsplit("/", 1)[-1]
+    path = (
+        f"/v1/projects/{outputs['project']}/locations/{outputs['region']}/repositories/"
+        f"{repository}/packages/{IMAGE_NAME}/tags/{settings.image_tag}"
+    )
+    try:
+        with httpx.Client(
+            base_url=settings.artifact_registry_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token()}"},
+            transport=transport,
+            timeout=30,
+        ) as client:
+            response = client.get(path)
+    except (httpx.HTTPError, GcpStackError) as exc:
+        return Check(name, "warn", f"could not check {image} ({type(exc).__name__})", push)
+    if response.status_code == 200:
+        return Check(name, "ok", image)
+    if response.status_code == 404:
+        return Check(name, "fail", f"{image} is not in the registry", push)
+    return Check(name, "warn", f"could not check {image} (HTTP {response.status_code})", push)
+
+
+def _unchecked(outputs: dict[str, str], settings: GcpSettings) -> list[Check]:
+    image = image_uri(outputs, settings.image_tag)
+    checks = [
+        Check(
+            f"Secret {outputs[output]}",
+            "warn",
+            "not checked: no GCP credentials",
+            _secret_fix(outputs, outputs[output]),
+        )
+        for output in SECRET_OUTPUTS.values()
+    ]
+    checks.append(
+        Check(
+            "Node image",
+            "warn",
+            "not checked: no GCP credentials",
+            f"Check with `gcloud artifacts docker images list {image.rsplit(':', 1)[0]}`; the "
+            f"repository comes from `{UP}`.",
+        )
+    )
+    return checks

@@ -1,0 +1,236 @@
+"""The GCP Terraform is formatted, documented, private and least-privilege (and checkov agrees)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).parents[2]
+GCP = ROOT / "infra" / "gcp"
+AWS = ROOT / "infra" / "aws"
+# Roles that would let a node's job (or its worker) change anything in the project.
+_BROAD_ROLES = {
+    "roles/owner",
+    "roles/editor",
+    "roles/iam.securityAdmin",
+    "roles/resourcemanager.projectIamAdmin",
+}
+
+
+def _plain(value: Any) -> Any:
+    """python-hcl2 output without its quoting and bookkeeping keys."""
+    if isinstance(value, dict):
+        return {
+            _plain(key): _plain(item)
+            for key, item in value.items()
+            if key not in ("__is_block__", "__comments__")
+        }
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for path in sorted(GCP.glob("*.tf")):
+        with path.open() as handle:
+            for block, items in _plain(hcl2.load(handle)).items():
+                merged.setdefault(block, []).extend(items)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def resources(config) -> dict[tuple[str, str], dict]:
+    found = {}
+    for item in config["resource"]:
+        for kind, named in item.items():
+            for name, body in named.items():
+                found[(kind, name)] = body
+    return found
+
+
+def _blocks(config: dict, kind: str) -> dict[str, dict]:
+    return {name: body for item in config.get(kind, []) for name, body in item.items()}
+
+
+def test_terraform_fmt():
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("no terraform binary on PATH (install Terraform >= 1.5 to check formatting)")
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(GCP)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"run `terraform fmt -recursive infra/gcp`:\n{result.stdout}"
+
+
+def test_google_provider_is_pinned(config):
+    (terraform,) = config["terraform"]
+    google = terraform["required_providers"][0]["google"]
+    assert google["source"] == "hashicorp/google"
+    assert re.match(r"^(~>|=|>=)\s*\d", google["version"]), google["version"]
+
+
+def test_expected_resources(resources):
+    kinds = {kind for kind, _ in resources}
+    assert {
+        "google_artifact_registry_repository",
+        "google_service_account",
+        "google_storage_bucket",
+        "google_storage_bucket_iam_member",
+        "google_secret_manager_secret",
+        "google_secret_manager_secret_iam_member",
+        "google_project_iam_member",
+        "google_service_account_iam_member",
+    } <= kinds
+    assert resources[("google_artifact_registry_repository", "images")]["format"] == "DOCKER"
+
+
+def test_every_variable_has_a_type_and_description(config):
+    variables = _blocks(config, "variable")
+    assert variables
+    for name, body in variables.items():
+        assert body.get("type"), name
+        assert body.get("description"), name
+
+
+def test_every_output_has_a_description(config):
+    outputs = _blocks(config, "output")
+    for name, body in outputs.items():
+        assert body.get("description"), name
+
+
+def test_outputs_cover_what_the_pool_needs(config):
+    from deployments.cloud.gcp import REQUIRED_OUTPUTS
+
+    assert set(REQUIRED_OUTPUTS) <= set(_blocks(config, "output"))
+
+
+def test_no_secret_version_in_terraform(resources, config):
+    """The key values go to Secret Manager through the API, so they never enter state."""
+    assert not [key for key in resources if key[0] == "google_secret_manager_secret_version"]
+    for name, body in _blocks(config, "variable").items():
+        assert not body.get("sensitive"), f"variable {name} suggests a secret value in state"
+    secrets = {name for kind, name in resources if kind == "google_secret_manager_secret"}
+    assert secrets == {"public_id", "secret_key"}
+
+
+def test_bucket_is_private_versioned_and_expires_old_versions(resources):
+    bucket = resources[("google_storage_bucket", "cache")]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["versioning"][0]["enabled"] is True
+    conditions = [rule["condition"][0] for rule in bucket["lifecycle_rule"]]
+    assert any("days_since_noncurrent_time" in condition for condition in conditions)
+
+
+def _member_of(body: dict) -> str:
+    return body["member"]
+
+
+def test_job_service_account_is_least_privilege(resources):
+    job = "serviceAccount:${google_service_account.job.email}"
+    grants = {
+        (kind, body.get("role"), body.get("bucket") or body.get("secret_id") or body.get("project"))
+        for (kind, _), body in resources.items()
+        if kind.endswith("_iam_member") and _member_of(body) == job
+    }
+    assert grants == {
+        (
+            "google_storage_bucket_iam_member",
+            "roles/storage.objectAdmin",
+            "${google_storage_bucket.cache.name}",
+        ),
+        (
+            "google_storage_bucket_iam_member",
+            "roles/storage.legacyBucketReader",
+            "${google_storage_bucket.cache.name}",
+        ),
+        (
+            "google_secret_manager_secret_iam_member",
+            "roles/secretmanager.secretAccessor",
+            "${google_secret_manager_secret.public_id.id}",
+        ),
+        (
+            "google_secret_manager_secret_iam_member",
+            "roles/secretmanager.secretAccessor",
+            "${google_secret_manager_secret.secret_key.id}",
+        ),
+        ("google_project_iam_member", "roles/logging.logWriter", "${var.project}"),
+    }
+
+
+def test_worker_may_act_as_the_job_account_only(resources):
+    acts_as = resources[("google_service_account_iam_member", "worker_acts_as_job")]
+    assert acts_as["role"] == "roles/iam.serviceAccountUser"
+    assert acts_as["service_account_id"] == "${google_service_account.job.name}"
+    project_roles = {
+        body["role"] for (kind, _), body in resources.items() if kind == "google_project_iam_member"
+    }
+    assert project_roles == {"roles/logging.logWriter", "roles/run.developer"}
+
+
+def test_no_broad_or_binding_resources(resources):
+    for (kind, name), body in resources.items():
+        assert body.get("role") not in _BROAD_ROLES, (kind, name)
+        # *_iam_binding and *_iam_policy replace other members' grants: additive members only.
+        assert not kind.endswith(("_iam_binding", "_iam_policy")), (kind, name)
+
+
+def test_checkov_skips_are_justified():
+    for path in [*GCP.glob("*.tf"), *AWS.glob("*.yaml")]:
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                assert re.search(r"checkov:skip=CKV2?_\w+:\s*\S", line), f"{path.name}: {line}"
+
+
+def _checkov() -> str:
+    found = shutil.which("checkov") or str(Path.home() / ".local" / "bin" / "checkov")
+    if not os.access(found, os.X_OK):
+        pytest.skip(
+            "checkov not installed; install it in its own venv with `uv tool install checkov` "
+            "(next to prefect it downgrades botocore)"
+        )
+    return found
+
+
+def _run_checkov(directory: Path, framework: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BC_")}
+    return subprocess.run(
+        [
+            _checkov(),
+            "-d",
+            str(directory),
+            "--framework",
+            framework,
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_checkov_gcp_terraform():
+    result = _run_checkov(GCP, "terraform")
+    assert result.returncode == 0, result.stdout
+
+
+def test_checkov_aws_cloudformation():
+    result = _run_checkov(AWS, "cloudformation")
+    assert result.returncode == 0, result.stdout
