@@ -17,13 +17,21 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments.cloud.pools import RESULT_STORAGE_ENV, default_template, set_default, upsert_pool
+from deployments.cloud.pools import (
+    RESULT_STORAGE_ENV,
+    default_template,
+    set_default,
+    set_variable,
+    upsert_pool,
+)
 from deployments.presets import CLOUD_RUN_V2, job_variables
 
 POOL_TYPE = CLOUD_RUN_V2
 # The prefect-gcp GcsBucket block that holds every result, the trained model among them.
 RESULTS_BLOCK = "numerai-nodes-results"
 IMAGE_NAME = "numerai-nodes"
+# The Prefect variable prefect.yaml names as the Cloud Run node's image repository.
+IMAGE_VARIABLE = "numerai_nodes_cloud_run_image"
 # Environment variable -> the Terraform output naming its Secret Manager secret.
 SECRET_OUTPUTS = {
     "NUMERAI_PUBLIC_ID": "public_id_secret",
@@ -416,6 +424,8 @@ def up(
     save_results_block(outputs, settings.results_block)
     progress(f"Creating or updating the work pool {settings.pool_name}")
     created = upsert_pool(settings.pool_name, POOL_TYPE, template)
+    # prefect.yaml's Cloud Run node tags its image build with this repository.
+    set_variable(IMAGE_VARIABLE, image.rsplit(":", 1)[0])
     return StackInfo(outputs, settings.pool_name, image, created, keys_stored)
 
 

@@ -65,3 +65,16 @@ def read_pool_template(name: str) -> dict[str, Any] | None:
             return client.read_work_pool(name).base_job_template
         except ObjectNotFound:
             return None
+
+
+def set_variable(name: str, value: str) -> None:
+    """Create or update Prefect variable `name`; prefect.yaml reads it as
+    `{{ prefect.variables.<name> }}` (the image a cloud node's build step tags)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    with get_client(sync_client=True) as client:
+        if client.read_variable_by_name(name) is None:
+            client.create_variable(VariableCreate(name=name, value=value))
+        else:
+            client.update_variable(VariableUpdate(name=name, value=value))

@@ -1,4 +1,4 @@
-"""No key material in the image build context, prefect.yaml or the CloudFormation parameters."""
+"""No key material in the build context, prefect.yaml, rendered job templates or CFN parameters."""
 
 from __future__ import annotations
 
@@ -143,3 +143,84 @@ def test_dockerfile_installs_from_the_lock(needle):
     instructions = _dockerfile_instructions()
     assert any(needle in line for line in instructions), needle
     assert not any(re.search(r"\bpip install\b", line) for line in instructions)
+
+
+# The rendered job templates: what a worker sends to ECS or Cloud Run for a cloud node.
+_ACCOUNT = "123456789012"
+_AWS_OUTPUTS = {
+    "ClusterName": "numerai-nodes",
+    "ClusterArn": f"arn:aws:ecs:eu-west-1:{_ACCOUNT}:cluster/numerai-nodes",
+    "ExecutionRoleArn": f"arn:aws:iam::{_ACCOUNT}:role/numerai-nodes-execution",
+    "TaskRoleArn": f"arn:aws:iam::{_ACCOUNT}:role/numerai-nodes-task",
+    "LogGroupName": "/numerai-nodes/flow-runs",
+    "LogGroupArn": f"arn:aws:logs:eu-west-1:{_ACCOUNT}:log-group:/numerai-nodes/flow-runs",
+    "RepositoryUri": f"{_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/numerai-nodes",
+    "BucketName": "numerai-nodes-results-123",
+}
+_AWS_SECRETS = {
+    "NUMERAI_PUBLIC_ID": f"arn:aws:secretsmanager:eu-west-1:{_ACCOUNT}:secret:nn/PUBLIC-a1",
+    "NUMERAI_SECRET_KEY": f"arn:aws:secretsmanager:eu-west-1:{_ACCOUNT}:secret:nn/SECRET-b2",
+}
+_GCP_OUTPUTS = {
+    "project": "my-project",
+    "region": "europe-west1",
+    "repository_url": "europe-west1-docker.pkg.dev/my-project/numerai-nodes",
+    "bucket_name": "my-project-numerai-nodes",
+    "service_account_email": "numerai-nodes@my-project.iam.gserviceaccount.com",
+    "public_id_secret": "numerai-public-id",
+    "secret_key_secret": "numerai-secret-key",
+}
+_PUBLIC_ID = "PUBLICIDPUBLICIDPUBLICIDPUBLICID"
+_SECRET_KEY = "SECRETKEYSECRETKEYSECRETKEYSECRETKEYSECRETKEYSECRETKEYSECRETKEY"
+
+
+def _cloud_job_variables(pool: str) -> dict:
+    import yaml
+
+    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    (entry,) = [d for d in document["deployments"] if d["work_pool"]["name"] == pool]
+    variables = dict(entry["work_pool"]["job_variables"])
+    variables["image"] = "registry.example/numerai-nodes:latest"  # the build step's output
+    return variables
+
+
+def _render(template: dict, job_variables: dict) -> str:
+    """The job configuration as the worker fills it: defaults, then the deployment's variables."""
+    import json
+
+    from prefect.utilities.templating import apply_values
+
+    values = {
+        name: spec.get("default") for name, spec in template["variables"]["properties"].items()
+    }
+    values.update(job_variables)
+    return json.dumps(apply_values(template["job_configuration"], values))
+
+
+def test_rendered_ecs_job_holds_no_keys_and_names_the_secrets(monkeypatch):
+    from deployments.cloud.aws import ecs_pool_template
+
+    # Keys in the environment of whoever builds the pool must not leak into it.
+    monkeypatch.setenv("NUMERAI_PUBLIC_ID", _PUBLIC_ID)
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", _SECRET_KEY)
+    template = ecs_pool_template(
+        _AWS_OUTPUTS, image=_AWS_OUTPUTS["RepositoryUri"] + ":latest", secrets=_AWS_SECRETS
+    )
+    rendered = _render(template, _cloud_job_variables("ecs"))
+    assert _PUBLIC_ID not in rendered and _SECRET_KEY not in rendered
+    assert not _leaks(rendered)
+    for arn in _AWS_SECRETS.values():
+        assert f'"valueFrom": "{arn}"' in rendered
+
+
+def test_rendered_cloud_run_job_holds_no_keys_and_names_the_secrets(monkeypatch):
+    from deployments.cloud.gcp import cloud_run_pool_template
+
+    monkeypatch.setenv("NUMERAI_PUBLIC_ID", _PUBLIC_ID)
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", _SECRET_KEY)
+    template = cloud_run_pool_template(_GCP_OUTPUTS, image="registry.example/numerai-nodes:1")
+    rendered = _render(template, _cloud_job_variables("cloud-run"))
+    assert _PUBLIC_ID not in rendered and _SECRET_KEY not in rendered
+    assert not _leaks(rendered)
+    assert '"secret": "numerai-secret-key"' in rendered
+    assert '"timeout": "3600s"' in rendered or '"timeout": 3600' in rendered

@@ -309,6 +309,10 @@ def test_up_applies_stores_keys_and_creates_the_pool(
     assert PUBLIC_ID not in json.dumps(template) and SECRET_KEY not in json.dumps(template)
     block = GcsBucket.load(gcp.RESULTS_BLOCK)
     assert block.bucket == OUTPUTS["bucket_name"]
+    # prefect.yaml's Cloud Run node builds its image into the stack's repository.
+    from prefect.variables import Variable
+
+    assert Variable.get(gcp.IMAGE_VARIABLE) == f"{OUTPUTS['repository_url']}/numerai-nodes"
     assert block.gcp_credentials.project == "numerai-test"
 
     # A second run updates the pool in place; --no-keys leaves the secrets alone.
