@@ -61,7 +61,7 @@ def cloud_run_pool_template(
     outputs: dict[str, str],
     image: str,
     preset: str = "gen-m",
-    credentials_block: str | None = None,
+    credentials_block_id: str | None = None,
     *,
     results_block: str = RESULTS_BLOCK,
 ) -> dict[str, Any]:
@@ -69,8 +69,9 @@ def cloud_run_pool_template(
 
     The keys reach the job from Secret Manager (`env_from_secrets`), never as plain values; the
     result storage block lets a fresh container load the cached model instead of training.
-    Without `credentials_block` the worker uses Application Default Credentials, in the stack's
-    project.
+    `credentials_block_id` is the id of a GcpCredentials block document (`credentials_block_id()`
+    finds it by name): a pool default can only reference a block by id. Without it the worker
+    uses Application Default Credentials, in the stack's project.
     """
     missing = [name for name in REQUIRED_OUTPUTS if not outputs.get(name)]
     if missing:
@@ -93,12 +94,32 @@ def cloud_run_pool_template(
             for env, output in SECRET_OUTPUTS.items()
         },
     )
-    if credentials_block:
-        credentials: Any = f"{{{{ prefect.blocks.gcp-credentials.{credentials_block} }}}}"
+    if credentials_block_id:
+        credentials: Any = {"$ref": {"block_document_id": credentials_block_id}}
     else:
         credentials = {"project": outputs["project"]}
     set_default(template, "credentials", credentials)
     return template
+
+
+def credentials_block_id(name: str | None) -> str | None:
+    """The id of GcpCredentials block `name` (None for None), or a GcpStackError saying how to
+    create it."""
+    if not name:
+        return None
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            document = client.read_block_document_by_name(name, "gcp-credentials")
+        except ObjectNotFound:
+            raise GcpStackError(
+                f"No GcpCredentials block named {name!r} on this Prefect API. Create it "
+                "(`prefect block create gcp-credentials`) or unset "
+                "NUMERAI_NODES_GCP_CREDENTIALS_BLOCK to use Application Default Credentials."
+            ) from None
+    return str(document.id)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -417,7 +438,7 @@ def up(
         outputs,
         image=image,
         preset=settings.preset,
-        credentials_block=settings.credentials_block,
+        credentials_block_id=credentials_block_id(settings.credentials_block),
         results_block=settings.results_block,
     )
     progress(f"Saving the GcsBucket block {settings.results_block}")

@@ -20,6 +20,7 @@ from deployments.cloud.gcp import (
     Terraform,
     adc_token,
     cloud_run_pool_template,
+    credentials_block_id,
     image_uri,
 )
 from deployments.cloud.pools import read_pool_template
@@ -116,7 +117,7 @@ def _pool(pool_name: str, outputs: dict[str, str], settings: GcpSettings) -> Che
         outputs,
         image=image_uri(outputs, settings.image_tag),
         preset=settings.preset,
-        credentials_block=settings.credentials_block,
+        credentials_block_id=credentials_block_id(settings.credentials_block),
         results_block=settings.results_block,
     )
     differ = [

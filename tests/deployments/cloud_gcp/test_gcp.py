@@ -234,8 +234,9 @@ def test_template_reads_keys_from_secret_manager_only(monkeypatch):
 
 
 def test_template_with_a_credentials_block():
-    template = gcp.cloud_run_pool_template(OUTPUTS, "img:1", credentials_block="gcp-prod")
-    assert _defaults(template)["credentials"] == "{{ prefect.blocks.gcp-credentials.gcp-prod }}"
+    block_id = "6f1b1d7e-0000-4000-8000-000000000001"
+    template = gcp.cloud_run_pool_template(OUTPUTS, "img:1", credentials_block_id=block_id)
+    assert _defaults(template)["credentials"] == {"$ref": {"block_document_id": block_id}}
 
 
 def test_template_names_missing_outputs():
