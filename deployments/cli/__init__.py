@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deployments.cli import doctor, node, round_day, run, stack, webhook
+from deployments.cli import doctor, infra, node, round_day, run, stack, webhook
 
 app = typer.Typer(
     name="numerai-nodes",
@@ -20,6 +20,7 @@ app.add_typer(webhook.app, name="webhook")
 app.add_typer(node.app, name="node")
 app.command("doctor")(doctor.doctor)
 app.command("round")(round_day.round_command)
+app.add_typer(infra.app, name="infra")
 
 
 def _mount_sandbox() -> None:

@@ -6,14 +6,15 @@ import socket
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
 TEMPLATE = Path(__file__).parents[2] / "infra" / "aws" / "stack.yaml"
 STACK = "numerai-nodes"
 
-# moto's CloudFormation skips the two policy resources (bucket and queue policy); the template
-# test covers them.
+# moto's CloudFormation skips the bucket and queue policies and the key secrets (`up` creates
+# secrets the stack lacks); the template test covers them.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 
 
@@ -29,6 +30,8 @@ def aws():
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto keeps its accounts in process memory, shared by every server in this test process.
+    httpx.post(f"http://127.0.0.1:{port}/moto-api/reset").raise_for_status()
     settings = {
         "endpoint_url": f"http://127.0.0.1:{port}",
         "region_name": "us-east-1",
@@ -94,3 +97,17 @@ def test_task_events_rule_targets_the_queue(aws, outputs):
     assert outputs["ClusterArn"] in rule["EventPattern"]
     targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
     assert [target["Arn"] for target in targets] == [outputs["TaskEventsQueueArn"]]
+
+
+def test_worker_policy_and_role(aws, outputs):
+    iam = aws("iam")
+    policy = iam.get_policy(PolicyArn=outputs["WorkerPolicyArn"])["Policy"]
+    assert policy["PolicyName"] == "numerai-nodes-worker"
+    # moto's CloudFormation does not attach ManagedPolicyArns; the template test checks the link.
+    role = outputs["WorkerRoleArn"].rsplit("/", 1)[-1]
+    assert iam.get_role(RoleName=role)["Role"]["Arn"] == outputs["WorkerRoleArn"]
+
+
+def test_no_worker_service_without_an_image(aws, outputs):
+    assert "WorkerServiceName" not in outputs
+    assert aws("ecs").list_services(cluster=outputs["ClusterName"])["serviceArns"] == []

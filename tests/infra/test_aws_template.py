@@ -12,6 +12,8 @@ from cfnlint.decode import decode
 
 TEMPLATE = Path(__file__).parents[2] / "infra" / "aws" / "stack.yaml"
 _READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "BatchCheck")
+# ECS accepts no resource ARN for these two; the worker needs them to run flows.
+_NO_RESOURCE_LEVEL = {"ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition"}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,12 @@ def template() -> dict:
 
 
 def _statements(resource: dict) -> list[dict]:
-    policies = resource["Properties"].get("Policies") or []
-    return [statement for policy in policies for statement in policy["PolicyDocument"]["Statement"]]
+    """Inline role policies, or a managed policy's own document."""
+    properties = resource.get("Properties", {})
+    documents = [policy["PolicyDocument"] for policy in properties.get("Policies") or []]
+    if resource["Type"] == "AWS::IAM::ManagedPolicy":
+        documents.append(properties["PolicyDocument"])
+    return [statement for document in documents for statement in document["Statement"]]
 
 
 def _listed(value) -> list:
@@ -104,6 +110,8 @@ def test_no_wildcard_resource_with_write_actions(template):
                 continue
             for action in _listed(statement["Action"]):
                 verb = action.split(":", 1)[-1]
+                if action in _NO_RESOURCE_LEVEL:
+                    continue
                 assert verb.startswith(_READ_PREFIXES), f"{name}: {action} on Resource '*'"
 
 
@@ -128,3 +136,41 @@ def test_outputs_cover_the_work_pool(template):
         "BucketName",
         "TaskEventsQueueName",
     } <= set(template["Outputs"])
+
+
+def test_key_secrets_are_named_under_the_prefix_and_hold_no_real_value(template):
+    secrets = {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::SecretsManager::Secret"
+    }
+    names = sorted(json.dumps(p["Name"]) for p in secrets.values())
+    assert names == [
+        json.dumps({"Fn::Sub": "${SecretsPrefix}NUMERAI_PUBLIC_ID"}),
+        json.dumps({"Fn::Sub": "${SecretsPrefix}NUMERAI_SECRET_KEY"}),
+    ]
+    assert {p["SecretString"] for p in secrets.values()} == {"numerai-nodes-placeholder"}
+    assert not any("Numerai" in name and "Key" in name for name in template["Parameters"])
+    assert {"NumeraiPublicIdSecretArn", "NumeraiSecretKeySecretArn"} <= set(template["Outputs"])
+
+
+def test_worker_passes_only_the_two_task_roles_and_runs_only_in_the_cluster(template):
+    statements = _statements(template["Resources"]["WorkerPolicy"])
+    (passing,) = [s for s in statements if "iam:PassRole" in _listed(s["Action"])]
+    assert {_arn_of(r) for r in _listed(passing["Resource"])} == {"ExecutionRole", "TaskRole"}
+    (running,) = [s for s in statements if "ecs:RunTask" in _listed(s["Action"])]
+    assert running["Condition"]["ArnEquals"]["ecs:cluster"] == {"Fn::GetAtt": ["Cluster", "Arn"]}
+    (queue,) = [s for s in statements if "sqs:ReceiveMessage" in _listed(s["Action"])]
+    assert _arn_of(queue["Resource"]) == "TaskEventsQueue"
+
+
+def test_worker_role_carries_the_worker_policy(template):
+    role = template["Resources"]["WorkerRole"]["Properties"]
+    assert role["ManagedPolicyArns"] == [{"Ref": "WorkerPolicy"}]
+
+
+def test_worker_service_is_optional(template):
+    resources = template["Resources"]
+    assert resources["WorkerService"]["Condition"] == "CreateWorkerService"
+    assert resources["WorkerTaskDefinition"]["Condition"] == "CreateWorkerService"
+    assert template["Parameters"]["WorkerImage"]["Default"] == ""

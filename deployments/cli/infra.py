@@ -1,0 +1,14 @@
+"""`numerai-nodes infra`: the cloud stacks nodes run on (AWS ECS, GCP Cloud Run) and their pools."""
+
+from __future__ import annotations
+
+import typer
+
+from deployments.cli import infra_aws, infra_gcp
+
+app = typer.Typer(
+    help="Create, inspect and delete the cloud infrastructure of ECS and Cloud Run nodes.",
+    no_args_is_help=True,
+)
+app.add_typer(infra_aws.app, name="aws")
+app.add_typer(infra_gcp.app, name="gcp")
