@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -52,8 +53,15 @@ def _progress(line: str) -> None:
 
 
 def _keys(store: bool) -> tuple[str, str] | None:
+    """The Numerai keys from the environment, else hidden prompts (None with --no-keys)."""
     if not store:
         return None
+    missing = not (os.environ.get("NUMERAI_PUBLIC_ID") and os.environ.get("NUMERAI_SECRET_KEY"))
+    if missing and not sys.stdin.isatty():
+        raise fail(
+            "Numerai keys are needed: set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY, run in a "
+            "terminal to be prompted, or pass --no-keys to keep the stored secret versions."
+        )
     public_id = os.environ.get("NUMERAI_PUBLIC_ID") or typer.prompt(
         "Numerai public id", hide_input=True
     )

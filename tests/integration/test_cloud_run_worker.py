@@ -31,7 +31,7 @@ from deployments.cloud.pools import upsert_pool
 from sandbox.runner import Sandbox
 from tests.integration.cloud_run_fake import CloudRunFake
 from tests.integration.gcs_fake import GcsFake
-from tests.integration.servers import PrefectServer, UvicornThread
+from tests.integration.servers import UvicornThread
 from tests.integration.tls_proxy import InterceptingProxy
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,6 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 @dataclass
 class Cloud:
-    prefect: PrefectServer
     sandbox: Sandbox
     run: CloudRunFake
     gcs: GcsFake
@@ -166,18 +165,13 @@ def _deploy(sandbox_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory) -> Iterator[Cloud]:
+def cloud(tmp_path_factory, prefect_server) -> Iterator[Cloud]:
     if importlib.util.find_spec("socks") is None:
         pytest.fail("PySocks is missing: httplib2 needs it to use HTTPS_PROXY (`uv sync`).")
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect_gcp import GcpCredentials, GcsBucket
 
     root = tmp_path_factory.mktemp("cloud-run")
-    with (
-        Sandbox(root / "sandbox", size="tiny", models=[MODEL]) as sandbox,
-        PrefectServer(root / "prefect") as prefect,
-        temporary_settings({PREFECT_API_URL: prefect.api_url}),
-    ):
+    with Sandbox(root / "sandbox", size="tiny", models=[MODEL]) as sandbox:
         secrets = {
             OUTPUTS[SECRET_OUTPUTS["NUMERAI_PUBLIC_ID"]]: sandbox.public_id,
             OUTPUTS[SECRET_OUTPUTS["NUMERAI_SECRET_KEY"]]: sandbox.secret_key,
@@ -215,10 +209,16 @@ def cloud(tmp_path_factory) -> Iterator[Cloud]:
                     for key, value in os.environ.items()
                     if not key.startswith(("NUMERAI_", "PREFECT_"))
                 }
-                worker_env.update(prefect.env, PREFECT_WORKER_QUERY_SECONDS="1", **network)
+                worker_env.update(
+                    PREFECT_API_URL=prefect_server,
+                    PREFECT_HOME=str(root / "worker-prefect"),
+                    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                    PREFECT_WORKER_QUERY_SECONDS="1",
+                    **network,
+                )
                 worker = _worker(worker_env, root / "worker.log")
                 try:
-                    yield Cloud(prefect, sandbox, run, gcs, deployments)
+                    yield Cloud(sandbox, run, gcs, deployments)
                 finally:
                     _stop(worker)
                     run.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.catalogue import load_nodes
+from deployments.catalogue import load_nodes, nodes_on_pool
 from deployments.stack import LocalStack, StackSettings
 from tests.integration.postgres import Postgres
 from tests.integration.servers import free_port
@@ -34,7 +34,8 @@ def test_the_stack_runs_on_postgresql_and_keeps_its_deployments_there(tmp_path, 
         try:
             info = stack.up()
             assert info.database == "postgresql"
-            expected = sorted(node.deployment for node in load_nodes(PROJECT / "prefect.yaml"))
+            nodes = nodes_on_pool(load_nodes(PROJECT / "prefect.yaml"), settings.work_pool)
+            expected = sorted(node.deployment for node in nodes)
             deployments = httpx.post(f"{info.prefect_api_url}/deployments/filter", json={})
             assert sorted(d["name"] for d in deployments.json()) == expected
             # The server wrote to PostgreSQL, not to a SQLite file under the home.

@@ -416,10 +416,19 @@ def test_cli_up_status_down(settings, google_api, prefect_server, monkeypatch, t
     assert read_pool_template(settings.pool_name) is None
 
 
+def test_cli_without_keys_outside_a_terminal_says_how_to_give_them(monkeypatch):
+    for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["up"])
+    assert result.exit_code == 1
+    assert "NUMERAI_PUBLIC_ID" in result.output and "--no-keys" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_reports_missing_terraform_without_traceback(settings, monkeypatch):
     monkeypatch.setenv("NUMERAI_NODES_GCP_TERRAFORM", "no-such-terraform-binary")
     monkeypatch.setenv("NUMERAI_NODES_GCP_INFRA_DIR", str(settings.infra_dir))
-    result = CliRunner().invoke(app, ["up"])
+    result = CliRunner().invoke(app, ["up", "--no-keys"])
     assert result.exit_code == 1
     assert "Terraform was not found" in result.output
     assert "Traceback" not in result.output
