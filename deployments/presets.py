@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 FAMILIES = ("gen", "cpu", "mem")
 SIZES = ("xs", "s", "m", "l", "xl", "2xl")
@@ -53,13 +56,22 @@ def preset_names() -> list[str]:
     return [f"{family}-{size}" for family in FAMILIES for size in SIZES]
 
 
-def job_variables(preset: str, pool_type: str) -> dict:
-    """Job variables that size a flow run on a pool of `pool_type` (`ecs` or `cloud-run-v2`)."""
-    size = PRESETS.get(preset)
-    if size is None:
+def known_preset(preset: str) -> str:
+    """`preset` itself, or a ValueError listing the valid presets."""
+    if preset not in PRESETS:
         raise ValueError(
             f"Unknown size preset '{preset}'. Valid presets: {', '.join(preset_names())}."
         )
+    return preset
+
+
+# A settings field holding a preset name, checked when the settings load.
+Preset = Annotated[str, AfterValidator(known_preset)]
+
+
+def job_variables(preset: str, pool_type: str) -> dict:
+    """Job variables that size a flow run on a pool of `pool_type` (`ecs` or `cloud-run-v2`)."""
+    size = PRESETS[known_preset(preset)]
     if pool_type == ECS:
         # prefect-aws takes CPU units and MiB as integers.
         return {"cpu": size.fargate_cpu, "memory": size.fargate_memory_mib}

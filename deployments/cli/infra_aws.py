@@ -8,11 +8,11 @@ import sys
 from typing import Annotated
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from rich.markup import escape
 from rich.table import Table
 
-from deployments.cli.output import console, err_console, fail
+from deployments.cli.output import console, err_console, fail, settings_or_fail
 from flows.errors import NodeError
 
 app = typer.Typer(
@@ -35,14 +35,7 @@ Pool = Annotated[
 def _settings(**overrides: object):
     from deployments.cloud.aws import AwsSettings
 
-    try:
-        return AwsSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"NUMERAI_NODES_AWS_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise fail(escape(f"Invalid AWS settings: {problems}")) from None
+    return settings_or_fail(AwsSettings, "NUMERAI_NODES_AWS_", "AWS", **overrides)
 
 
 def _keys(skip: bool):

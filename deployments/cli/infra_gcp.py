@@ -8,11 +8,10 @@ import sys
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from deployments.cli.output import console, err_console, fail
+from deployments.cli.output import console, err_console, fail, settings_or_fail
 
 app = typer.Typer(
     help="The GCP stack: Artifact Registry, a results bucket, key secrets, a Cloud Run v2 pool.",
@@ -37,15 +36,7 @@ Pool = Annotated[
 def _settings(**overrides: object):
     from deployments.cloud.gcp import GcpSettings
 
-    try:
-        return GcpSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"NUMERAI_NODES_GCP_{'_'.join(str(part) for part in error['loc']).upper()}: "
-            f"{error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise fail(escape(f"Invalid GCP settings: {problems}")) from None
+    return settings_or_fail(GcpSettings, "NUMERAI_NODES_GCP_", "GCP", **overrides)
 
 
 def _progress(line: str) -> None:

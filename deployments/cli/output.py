@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -11,12 +13,28 @@ from flows.errors import NodeError
 
 console = Console()
 err_console = Console(stderr=True)
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]Error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+def settings_or_fail(factory: Callable[..., T], prefix: str, label: str, **overrides: object) -> T:
+    """`factory(**overrides)`, None overrides left out; invalid values fail naming each variable."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    try:
+        return factory(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise fail(escape(f"Invalid {label} settings: {problems}")) from None
 
 
 class _HideExpectedTracebacks(logging.Filter):

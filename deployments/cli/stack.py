@@ -7,12 +7,11 @@ from contextlib import AbstractContextManager
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
 from deployments.catalogue import CatalogueError
-from deployments.cli.output import console, err_console, fail
+from deployments.cli.output import console, err_console, fail, settings_or_fail
 from deployments.stack import LocalStack, StackAlreadyUp, StackInfo, StackSettings
 from flows.errors import NodeError
 
@@ -29,14 +28,7 @@ class _ConsoleReporter:
 
 def load_stack(**overrides: object) -> LocalStack:
     """The local stack of this project, with settings from the environment plus `overrides`."""
-    try:
-        settings = StackSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"NUMERAI_NODES_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise fail(escape(f"Invalid local stack settings: {problems}")) from None
+    settings = settings_or_fail(StackSettings, "NUMERAI_NODES_", "local stack", **overrides)
     return LocalStack(settings, reporter=_ConsoleReporter())
 
 

@@ -20,7 +20,7 @@ from deployments.cloud.pools import (
     set_variable,
     upsert_pool,
 )
-from deployments.presets import ECS, job_variables
+from deployments.presets import ECS, Preset, job_variables
 from flows.errors import NodeError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class AwsSettings(BaseSettings):
         "numerai-nodes-results",
         description="Name of the S3Bucket block that flow runs store results (the model) in.",
     )
-    preset: str = Field("gen-m", description="Size preset of a flow run's ECS task by default.")
+    preset: Preset = Field("gen-m", description="Size preset of a flow run's ECS task by default.")
     poll_seconds: float = Field(
         5.0, description="How often to poll CloudFormation while a stack changes."
     )

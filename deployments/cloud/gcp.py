@@ -24,7 +24,7 @@ from deployments.cloud.pools import (
     set_variable,
     upsert_pool,
 )
-from deployments.presets import CLOUD_RUN_V2, job_variables
+from deployments.presets import CLOUD_RUN_V2, Preset, job_variables
 
 POOL_TYPE = CLOUD_RUN_V2
 # The prefect-gcp GcsBucket block that holds every result, the trained model among them.
@@ -151,7 +151,7 @@ class GcpSettings(BaseSettings):
     terraform: str = Field("terraform", description="Terraform binary: a name on PATH or a path.")
     infra_dir: Path = Field(INFRA_DIR, description="The Terraform configuration (and local state).")
     image_tag: str = Field("latest", description="Tag of the node image the pool runs.")
-    preset: str = Field("gen-m", description="Size preset of the pool's default CPU and memory.")
+    preset: Preset = Field("gen-m", description="Size preset of the pool's default CPU and memory.")
     results_block: str = Field(
         RESULTS_BLOCK, description="Name of the GcsBucket block that holds the flow results."
     )

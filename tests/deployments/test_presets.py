@@ -84,3 +84,18 @@ def test_unknown_preset_names_the_valid_ones():
 def test_unknown_pool_type():
     with pytest.raises(ValueError, match="cloud-run-v2"):
         job_variables("gen-m", "kubernetes")
+
+
+@pytest.mark.parametrize("module", ["aws", "gcp"])
+def test_cloud_settings_reject_an_unknown_preset(module, monkeypatch):
+    import importlib
+
+    from pydantic import ValidationError
+
+    cloud = importlib.import_module(f"deployments.cloud.{module}")
+    settings = cloud.AwsSettings if module == "aws" else cloud.GcpSettings
+    monkeypatch.setenv(f"NUMERAI_NODES_{module.upper()}_PRESET", "gen-xxl")
+    with pytest.raises(ValidationError, match=r"Unknown size preset 'gen-xxl'.*gen-m"):
+        settings(_env_file=None)
+    monkeypatch.setenv(f"NUMERAI_NODES_{module.upper()}_PRESET", "mem-l")
+    assert settings(_env_file=None).preset == "mem-l"
