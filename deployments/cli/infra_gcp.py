@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deployments.cli.output import console, err_console, fail, settings_or_fail
+from flows.errors import NodeError
 
 app = typer.Typer(
     help="The GCP stack: Artifact Registry, a results bucket, key secrets, a Cloud Run v2 pool.",
@@ -96,7 +97,7 @@ def up(
     secret_values = _keys(keys)
     try:
         info = stack_up(settings, keys=secret_values, progress=_progress)
-    except (GcpStackError, ValueError) as exc:
+    except (GcpStackError, NodeError, ValueError) as exc:
         raise fail(escape(str(exc))) from None
     verb = "Created" if info.pool_created else "Updated"
     err_console.print(f"{verb} work pool [bold]{escape(info.pool_name)}[/] (cloud-run-v2).")
@@ -124,7 +125,7 @@ def down(
         typer.confirm("Destroy the GCP stack, its cached models and the stored keys?", abort=True)
     try:
         destroyed = stack_down(settings, progress=_progress)
-    except GcpStackError as exc:
+    except (GcpStackError, NodeError) as exc:
         raise fail(escape(str(exc))) from None
     if not destroyed:
         err_console.print("No GCP stack is applied here: nothing to destroy.")

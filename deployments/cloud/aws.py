@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from deployments.cloud.pools import (
     RESULT_STORAGE_ENV,
     default_template,
     read_pool_template,
+    require_prefect_api,
     set_default,
     set_variable,
     upsert_pool,
@@ -154,9 +156,15 @@ class AwsStatus:
 def session(region: str | None) -> Session:
     """A boto3 session in `region`, with a clear error when credentials or region are missing."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+    )
 
-    aws = boto3.session.Session(region_name=region)
+    # boto3 reads AWS_DEFAULT_REGION and the profile; the AWS CLI and SDKs also honour AWS_REGION.
+    aws = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
     if not aws.region_name:
         raise NoAwsCredentials(
             "No AWS region is set. Pass --region, or set AWS_REGION (or a region in your "
@@ -168,6 +176,11 @@ def session(region: str | None) -> Session:
         raise NoAwsCredentials(
             "No AWS credentials found. Run `aws configure` (or `aws sso login` and set "
             f"AWS_PROFILE), then run `{UP_COMMAND}` again."
+        ) from None
+    except EndpointConnectionError as exc:
+        raise AwsError(
+            f"AWS does not answer in {aws.region_name} ({_aws_message(exc)}). Check the network, "
+            f"the region and AWS_ENDPOINT_URL if set, then run `{UP_COMMAND}` again."
         ) from None
     except (ClientError, BotoCoreError) as exc:
         raise NoAwsCredentials(
@@ -379,6 +392,7 @@ def up(
     Without `keys` the secrets keep their values (doctor reports a placeholder).
     """
     aws = session(settings.region)
+    require_prefect_api()  # before minutes of stack deployment, not after
     parameters: dict[str, str] = {}
     if vpc_id:
         parameters["VpcId"] = vpc_id

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from deployments.cloud.pools import (
     RESULT_STORAGE_ENV,
     default_template,
+    require_prefect_api,
     set_default,
     set_variable,
     upsert_pool,
@@ -421,6 +422,7 @@ def up(
     secrets: SecretManager | None = None,
 ) -> StackInfo:
     """Apply the Terraform stack, store any keys given, save the result block, upsert the pool."""
+    require_prefect_api()  # before the stack is applied, not after
     terraform = Terraform(settings, progress)
     terraform.init()
     project = resolve_project(settings, _outputs_or_empty(terraform))

@@ -5,8 +5,36 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from flows.errors import NodeError
+
+
+class PrefectApiUnreachable(NodeError, ConnectionError):
+    """The Prefect API that would hold the work pool does not answer."""
+
+
 # The Prefect setting that routes every task result, the trained model among them, to a block.
 RESULT_STORAGE_ENV = "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"
+
+
+def require_prefect_api() -> str:
+    """The Prefect API URL, once it answers; checked before a stack is built for its pool."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise PrefectApiUnreachable(
+            "No Prefect API is set: the work pool needs one. Log in to Prefect Cloud "
+            "(`prefect cloud login`) or set PREFECT_API_URL to your server's API."
+        )
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise PrefectApiUnreachable(
+            f"The Prefect API at {url} does not answer ({type(problem).__name__}), so the work "
+            "pool cannot be created. Start the server or fix PREFECT_API_URL, then run this again."
+        )
+    return url
 
 
 def default_template(pool_type: str) -> dict[str, Any]:

@@ -208,3 +208,14 @@ def test_down_deletes_the_stack_the_secrets_and_the_pool(aws):
     assert _client("secretsmanager").list_secrets()["SecretList"] == []
     assert read_pool_template(POOL) is None
     assert AwsSettings(_env_file=None).stack_name == STACK
+
+
+def test_up_with_prefect_unreachable_fails_fast_and_builds_nothing(moto_env):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        result = CliRunner().invoke(app, ["up", "--stack", "never-built"], env=KEYS)
+    assert result.exit_code == 1
+    assert "Prefect API at http://127.0.0.1:9/api does not answer" in result.output
+    assert "Traceback" not in result.output
+    assert describe_stack(session(None), "never-built") is None

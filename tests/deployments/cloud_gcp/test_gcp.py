@@ -17,6 +17,7 @@ from deployments.cli.infra_gcp import app
 from deployments.cloud import gcp
 from deployments.cloud.gcp_doctor import doctor_checks
 from deployments.cloud.pools import RESULT_STORAGE_ENV, read_pool_template
+from flows.errors import NodeError
 
 PUBLIC_ID = "PUBLICID7Q3XK2"
 SECRET_KEY = "SECRETKEY9ZP4WM8"
@@ -433,3 +434,14 @@ def test_cli_reports_missing_terraform_without_traceback(settings, monkeypatch):
     assert "Terraform was not found" in result.output
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_up_with_prefect_unreachable_fails_before_terraform(settings, fake_terraform):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with (
+        temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}),
+        pytest.raises(NodeError, match=r"Prefect API at http://127\.0\.0\.1:9/api does not answer"),
+    ):
+        gcp.up(settings, keys=None)
+    assert _calls(fake_terraform) == []
