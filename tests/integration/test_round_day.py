@@ -1,11 +1,13 @@
 """Round day on a real local stack: Prefect server, process worker, gateway and sandbox.
 
 Webhook POSTs go through the gateway to Prefect events, the deployment's trigger makes the flow
-run, the worker runs it, and the sandbox records the submission.
+run, the worker runs it, and the sandbox records the submission. Where PostgreSQL is installed the
+server runs on it, as in production; otherwise on SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +23,7 @@ import pytest
 
 from deployments.gateway import GatewaySettings, create_app
 from deployments.stack import LocalStack, StackSettings
+from tests.integration.postgres import Postgres
 from tests.integration.servers import TcpProxy, UvicornThread, free_port
 
 pytestmark = pytest.mark.integration
@@ -33,6 +36,8 @@ class Stack:
     stack: LocalStack
     env: dict[str, str]
     ports: dict[str, int]
+    home: Path
+    database: Postgres | None
 
     def url(self, name: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[name]}/{path}"
@@ -71,7 +76,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("round-day") / "home"
+    root = tmp_path_factory.mktemp("round-day")
+    home = root / "home"
     ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
     env = {
         key: value
@@ -86,23 +92,36 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         COLUMNS="200",
         **{f"NUMERAI_NODES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     )
-    settings = StackSettings(
-        home=home,
-        prefect_port=ports["prefect"],
-        gateway_port=ports["gateway"],
-        sandbox_port=ports["sandbox"],
-        _env_file=None,
-    )
-    local = LocalStack(settings, project_dir=PROJECT)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        database = None
+        if Postgres.available():
+            database = cleanup.enter_context(Postgres(root / "pg"))
+            env["NUMERAI_NODES_DATABASE_URL"] = database.url
+        settings = StackSettings(
+            home=home,
+            prefect_port=ports["prefect"],
+            gateway_port=ports["gateway"],
+            sandbox_port=ports["sandbox"],
+            database_url=database.url if database else None,
+            _env_file=None,
+        )
+        local = LocalStack(settings, project_dir=PROJECT)
+        cleanup.callback(local.down)
         started = subprocess.run(
             [sys.executable, "-m", "deployments.cli", "up", "--sandbox", "--sandbox-size", "tiny"],
             env=env, cwd=PROJECT, capture_output=True, text=True, timeout=400,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr[-4000:]
-        yield Stack(local, env, ports)
-    finally:
-        local.down()
+        yield Stack(local, env, ports, home, database)
+
+
+def _wait_idle(stack: Stack, timeout: float = 120) -> None:
+    """Until no flow run is pending or running (a stopping worker waits for its runs)."""
+    busy = {"type": {"any_": ["PENDING", "RUNNING"]}}
+    deadline = time.monotonic() + timeout
+    while stack.api("flow_runs/filter", {"flow_runs": {"state": busy}}).json():
+        assert time.monotonic() < deadline, "flow runs are still going"
+        time.sleep(1)
 
 
 def _post(url: str, trigger_id: str, **body) -> httpx.Response:
@@ -195,10 +214,23 @@ def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
     assert "using the local stack that is already up" in result.stderr.lower()
 
 
+def test_the_stack_keeps_its_state_in_postgresql(stack):
+    if stack.database is None:
+        pytest.skip("PostgreSQL server binaries not installed: the stack runs on SQLite")
+    status = json.loads(stack.cli("status", "--json").stdout)
+    assert status["database"] == "postgresql"
+    names = sorted(d["name"] for d in stack.api("deployments/filter").json())
+    assert names == ["signals", "tournament"]  # the local nodes only
+    stored = stack.database.query("select name from deployment order by name")
+    assert stored.split() == names
+    assert not list(stack.home.rglob("*.db")), "the server wrote a SQLite file"
+
+
 def test_with_the_worker_stopped_node_test_and_doctor_say_so(stack):
+    _wait_idle(stack)
     worker = next(p for p in stack.stack.status() if p.name == "worker")
     os.kill(worker.pid, 2)  # SIGINT, as `down` does
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while any(p.alive for p in stack.stack.status() if p.name == "worker"):
         assert time.monotonic() < deadline, "the worker did not stop"
         time.sleep(0.5)
