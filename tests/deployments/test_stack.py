@@ -1,4 +1,4 @@
-"""The local stack: settings, safe stopping, and `up --sandbox` to `down` with real processes."""
+"""The local stack: settings, ports, and stopping only the processes it started."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
 from deployments.stack import LocalStack, PortInUse, StackSettings
-from flows.numerai import NumeraiClient
-from tests.integration.servers import free_port
 
 PROJECT = Path(__file__).parents[2]
 runner = CliRunner()
@@ -126,182 +121,13 @@ def test_down_signals_only_the_processes_it_started(tmp_path: Path) -> None:
                 process.wait()
 
 
-# The whole stack, with a sandbox (real processes) ------------------------------------------------
-
-
-@dataclass
-class RunningStack:
-    stack: LocalStack
-    up_output: str
-    ports: dict[str, int]
-
-    def api(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports['prefect']}/api/{path}"
-
-    def sandbox_state(self) -> dict:
-        url = f"http://127.0.0.1:{self.ports['sandbox']}/_sandbox/state"
-        return httpx.get(url, timeout=10).raise_for_status().json()
-
-    def webhook(self) -> str | None:
-        models = {m["name"]: m for m in self.sandbox_state()["models"]}
-        return models["my_model"]["webhook"]
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    home = tmp_path_factory.mktemp("stack") / "home"
-    ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(PROJECT)
-        patch.setenv("NUMERAI_NODES_HOME", str(home))
-        for name, port in ports.items():
-            patch.setenv(f"NUMERAI_NODES_{name.upper()}_PORT", str(port))
-        patch.setenv("NUMERAI_NODES_START_TIMEOUT_SECONDS", "120")
-        patch.setenv("PREFECT_UI_ENABLED", "false")
-        patch.setenv("PREFECT_SERVER_UI_ENABLED", "false")
-        for name in ("NUMERAI_NODES_TOKEN_TOURNAMENT", "NUMERAI_NODES_GATEWAY_PUBLIC_URL"):
-            patch.delenv(name, raising=False)
-        stack = LocalStack(StackSettings(), project_dir=PROJECT)
-        try:
-            result = runner.invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
-            assert result.exit_code == 0, result.output + _logs(stack)
-            yield RunningStack(stack, result.output, ports)
-        finally:
-            stack.down()
-
-
-def _logs(stack: LocalStack) -> str:
-    return "".join(f"\n--- {p.name}:\n{stack.log_tail(p.name, 30)}" for p in stack.status())
+# The running stack (`up --sandbox` to `down`) is tested with round day, on one stack:
+# tests/integration/test_round_day.py.
 
 
 def _text(result) -> str:
     """The command's output with rich's line wrapping undone."""
     return " ".join(result.output.split())
-
-
-def _status(running: RunningStack) -> dict:
-    result = runner.invoke(app, ["status", "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-@pytest.mark.integration
-def test_up_starts_server_sandbox_worker_and_gateway(running: RunningStack) -> None:
-    status = _status(running)
-    assert status["running"] is True
-    assert {p["name"]: p["alive"] for p in status["processes"]} == {
-        "server": True,
-        "sandbox": True,
-        "worker": True,
-        "gateway": True,
-    }
-    assert status["ui_url"] == f"http://127.0.0.1:{running.ports['prefect']}"
-    assert all(Path(p["log"]).is_file() for p in status["processes"])
-
-
-@pytest.mark.integration
-def test_stack_json_and_output_hold_no_secrets(running: RunningStack) -> None:
-    keys = running.stack.sandbox_keys()
-    assert keys is not None
-    token = (running.webhook() or "").rsplit("/", 1)[-1]
-    assert len(token) >= 16
-    recorded = running.stack.stack_file.read_text()
-    for secret in (keys["NUMERAI_SECRET_KEY"], token):
-        assert secret not in recorded
-        assert secret not in running.up_output
-        assert secret not in runner.invoke(app, ["status", "--json"]).output
-
-
-@pytest.mark.integration
-def test_the_deployment_the_pool_and_the_worker_exist(running: RunningStack) -> None:
-    deployments = httpx.post(running.api("deployments/filter"), json={}, timeout=10).json()
-    assert sorted(d["name"] for d in deployments) == ["signals", "tournament"]
-    assert {d["work_pool_name"] for d in deployments} == {"local"}
-    pool = httpx.get(running.api("work_pools/local"), timeout=10).json()
-    assert pool["type"] == "process"
-    workers = httpx.post(running.api("work_pools/local/workers/filter"), json={}, timeout=10)
-    assert [w["name"] for w in workers.json()] == ["numerai-nodes-local"]
-
-
-@pytest.mark.integration
-def test_the_sandbox_calls_the_gateway_with_a_valid_token(running: RunningStack) -> None:
-    webhook = running.webhook()
-    gateway = f"http://127.0.0.1:{running.ports['gateway']}"
-    assert webhook is not None and webhook.startswith(f"{gateway}/hooks/tournament/")
-    assert httpx.get(f"{gateway}/healthz", timeout=10).status_code == 200
-    # The token authenticates (a body that is not an object is 422, after authentication) and a
-    # wrong one does not (404); neither creates an event, so no flow run starts.
-    assert httpx.post(webhook, json=[], timeout=10).status_code == 422
-    wrong = webhook[:-4] + "xxxx"
-    assert httpx.post(wrong, json={"triggerId": "t"}, timeout=10).status_code == 404
-
-
-@pytest.mark.integration
-def test_up_again_says_the_stack_is_up(running: RunningStack) -> None:
-    before = [(p.name, p.pid) for p in running.stack.status()]
-    result = runner.invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
-    assert result.exit_code == 0, result.output
-    assert "already up" in _text(result) and "`numerai-nodes down` stops it" in _text(result)
-    assert [(p.name, p.pid) for p in running.stack.status()] == before
-
-
-@pytest.mark.integration
-def test_webhook_register_sets_the_sandbox_webhook_again(running: RunningStack) -> None:
-    registered = running.webhook()
-    assert registered is not None
-    keys = running.stack.sandbox_keys() or {}
-    numerai = NumeraiClient(
-        keys["NUMERAI_API_URL"], keys["NUMERAI_PUBLIC_ID"], keys["NUMERAI_SECRET_KEY"]
-    )
-    numerai.set_webhook(running.stack.sandbox_models()["my_model"], None)
-    assert running.webhook() is None
-
-    result = runner.invoke(app, ["webhook", "register", "tournament", "--sandbox"])
-
-    assert result.exit_code == 0, result.output
-    assert running.webhook() == registered
-    assert "/hooks/tournament/****" in _text(result)
-    assert registered.rsplit("/", 1)[-1] not in result.output
-
-
-@pytest.mark.integration
-def test_status_tails_the_logs(running: RunningStack) -> None:
-    result = runner.invoke(app, ["status", "--logs", "5"])
-    assert result.exit_code == 0, result.output
-    assert "worker.log" in result.output
-    assert "Worker 'numerai-nodes-local' started" in _text(result)
-
-
-@pytest.mark.integration
-def test_webhook_token_shows_a_token_only_when_created(running: RunningStack) -> None:
-    old = (running.webhook() or "").rsplit("/", 1)[-1]
-    kept = runner.invoke(app, ["webhook", "token", "tournament", "--local"])
-    assert kept.exit_code == 0, kept.output
-    assert "has a webhook token" in _text(kept) and old not in kept.output
-
-    rotated = runner.invoke(app, ["webhook", "token", "tournament", "--local", "--rotate"])
-
-    assert rotated.exit_code == 0, rotated.output
-    new = rotated.stdout.strip()
-    assert len(new) >= 16 and new != old
-    assert "webhook register tournament" in _text(rotated)
-
-
-@pytest.mark.integration
-def test_down_stops_everything_and_a_second_down_is_harmless(running: RunningStack) -> None:
-    processes = running.stack.status()
-    assert len(processes) == 4
-
-    result = runner.invoke(app, ["down"])
-
-    assert result.exit_code == 0, result.output
-    assert "Stopped the local stack (worker, gateway, sandbox, server)" in _text(result)
-    for process in processes:
-        assert not _running(process.pid), process
-    assert not running.stack.stack_file.exists()
-    again = runner.invoke(app, ["down"])
-    assert again.exit_code == 0 and "not running" in _text(again)
-    assert _status(running)["running"] is False
 
 
 def _running(pid: int) -> bool:

@@ -124,7 +124,7 @@ def _worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+    for sig, wait in ((signal.SIGINT, 4), (signal.SIGKILL, 5)):
         if process.poll() is not None:
             return
         os.kill(process.pid, sig)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,16 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+from typer.testing import CliRunner
 
+from deployments.cli import app
 from deployments.gateway import GatewaySettings, create_app
 from deployments.stack import LocalStack, StackSettings
+from flows.numerai import NumeraiClient
 from tests.integration.postgres import Postgres
 from tests.integration.servers import TcpProxy, UvicornThread, free_port
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).parents[2]
 MODEL = "my_model"
+runner = CliRunner()
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Stack:
     ports: dict[str, int]
     home: Path
     database: Postgres | None
+    up_output: str
 
     def url(self, name: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[name]}/{path}"
@@ -46,7 +53,7 @@ class Stack:
         return httpx.post(self.url("prefect", f"api/{path}"), json=payload or {}, timeout=30)
 
     @property
-    def webhook(self) -> str:
+    def webhook(self) -> str | None:
         state = httpx.get(self.url("sandbox", "_sandbox/state"), timeout=10).json()
         return next(m["webhook"] for m in state["models"] if m["name"] == MODEL)
 
@@ -76,43 +83,63 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
+    """`numerai-nodes up --sandbox`, run in-process with this stack's home and ports."""
     root = tmp_path_factory.mktemp("round-day")
     home = root / "home"
     ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API"))
-    }
-    env.update(
-        NUMERAI_NODES_HOME=str(home),
-        NUMERAI_NODES_START_TIMEOUT_SECONDS="150",
-        PREFECT_UI_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        COLUMNS="200",
+    settings_env = {
+        "NUMERAI_NODES_HOME": str(home),
+        "NUMERAI_NODES_START_TIMEOUT_SECONDS": "150",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
         **{f"NUMERAI_NODES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    )
-    with contextlib.ExitStack() as cleanup:
+    }
+    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
         database = None
         if Postgres.available():
             database = cleanup.enter_context(Postgres(root / "pg"))
-            env["NUMERAI_NODES_DATABASE_URL"] = database.url
-        settings = StackSettings(
-            home=home,
-            prefect_port=ports["prefect"],
-            gateway_port=ports["gateway"],
-            sandbox_port=ports["sandbox"],
-            database_url=database.url if database else None,
-            _env_file=None,
-        )
-        local = LocalStack(settings, project_dir=PROJECT)
+            settings_env["NUMERAI_NODES_DATABASE_URL"] = database.url
+        patch.chdir(PROJECT)
+        for name, value in settings_env.items():
+            patch.setenv(name, value)
+        for name in ("NUMERAI_NODES_TOKEN_TOURNAMENT", "NUMERAI_NODES_GATEWAY_PUBLIC_URL"):
+            patch.delenv(name, raising=False)
+        # Subprocesses (the CLI as users run it) get the same settings, and no keys or API URL.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(
+                ("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API")
+            )
+        }
+        env["COLUMNS"] = "200"
+        local = LocalStack(StackSettings(_env_file=None), project_dir=PROJECT)
         cleanup.callback(local.down)
-        started = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "up", "--sandbox", "--sandbox-size", "tiny"],
-            env=env, cwd=PROJECT, capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stderr[-4000:]
-        yield Stack(local, env, ports, home, database)
+        started = runner.invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
+        assert started.exit_code == 0, started.output + _logs(local)
+        yield Stack(local, env, ports, home, database, started.output)
+
+
+def _logs(stack: LocalStack) -> str:
+    return "".join(f"\n--- {p.name}:\n{stack.log_tail(p.name, 30)}" for p in stack.status())
+
+
+def _text(result) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def _status() -> dict:
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _wait_idle(stack: Stack, timeout: float = 120) -> None:
@@ -126,6 +153,74 @@ def _wait_idle(stack: Stack, timeout: float = 120) -> None:
 
 def _post(url: str, trigger_id: str, **body) -> httpx.Response:
     return httpx.post(url, json={"triggerId": trigger_id, "roundNumber": None, **body}, timeout=30)
+
+
+# The stack itself: processes, bookkeeping, secrets ----------------------------------------------
+
+
+def test_up_starts_server_sandbox_worker_and_gateway(stack):
+    status = _status()
+    assert status["running"] is True
+    assert {p["name"]: p["alive"] for p in status["processes"]} == {
+        "server": True,
+        "sandbox": True,
+        "worker": True,
+        "gateway": True,
+    }
+    assert status["ui_url"] == f"http://127.0.0.1:{stack.ports['prefect']}"
+    assert all(Path(p["log"]).is_file() for p in status["processes"])
+
+
+def test_stack_json_and_output_hold_no_secrets(stack):
+    keys = stack.stack.sandbox_keys()
+    assert keys is not None
+    token = (stack.webhook or "").rsplit("/", 1)[-1]
+    assert len(token) >= 16
+    recorded = stack.stack.stack_file.read_text()
+    for secret in (keys["NUMERAI_SECRET_KEY"], token):
+        assert secret not in recorded
+        assert secret not in stack.up_output
+        assert secret not in runner.invoke(app, ["status", "--json"]).output
+
+
+def test_the_local_deployments_the_pool_and_the_worker_exist(stack):
+    deployments = stack.api("deployments/filter").json()
+    assert sorted(d["name"] for d in deployments) == ["signals", "tournament"]
+    assert {d["work_pool_name"] for d in deployments} == {"local"}
+    pool = httpx.get(stack.url("prefect", "api/work_pools/local"), timeout=10).json()
+    assert pool["type"] == "process"
+    workers = stack.api("work_pools/local/workers/filter").json()
+    assert [w["name"] for w in workers] == ["numerai-nodes-local"]
+
+
+def test_the_sandbox_calls_the_gateway_with_a_valid_token(stack):
+    webhook = stack.webhook
+    gateway = stack.url("gateway").rstrip("/")
+    assert webhook is not None and webhook.startswith(f"{gateway}/hooks/tournament/")
+    assert httpx.get(f"{gateway}/healthz", timeout=10).status_code == 200
+    # The token authenticates (a body that is not an object is 422, after authentication) and a
+    # wrong one does not (404); neither creates an event, so no flow run starts.
+    assert httpx.post(webhook, json=[], timeout=10).status_code == 422
+    wrong = webhook[:-4] + "xxxx"
+    assert httpx.post(wrong, json={"triggerId": "t"}, timeout=10).status_code == 404
+
+
+def test_up_again_says_the_stack_is_up(stack):
+    before = [(p.name, p.pid) for p in stack.stack.status()]
+    result = runner.invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "already up" in _text(result) and "`numerai-nodes down` stops it" in _text(result)
+    assert [(p.name, p.pid) for p in stack.stack.status()] == before
+
+
+def test_status_tails_the_logs(stack):
+    result = runner.invoke(app, ["status", "--logs", "5"])
+    assert result.exit_code == 0, result.output
+    assert "worker.log" in result.output
+    assert "Worker 'numerai-nodes-local' started" in _text(result)
+
+
+# Round day through the stack ---------------------------------------------------------------------
 
 
 def test_a_webhook_post_runs_the_node_which_submits_with_the_trigger_id(stack):
@@ -214,6 +309,27 @@ def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
     assert "using the local stack that is already up" in result.stderr.lower()
 
 
+def _stop_worker(pid: int) -> None:
+    """SIGINT, as `down` sends; then SIGKILL to the worker and its flow-run processes, as `down`
+    escalates. A process worker waits for its flow-run processes to exit, and on a loaded machine
+    one has outlived its Completed state by over a minute (seen twice in CI, right after a Signals
+    run): the test is about what node test and doctor say, not about that wait."""
+    import psutil
+
+    worker = psutil.Process(pid)
+    worker.send_signal(signal.SIGINT)
+    try:
+        worker.wait(30)
+        return
+    except psutil.TimeoutExpired:
+        pass
+    tree = [worker, *worker.children(recursive=True)]
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(tree, timeout=10)
+
+
 def test_the_stack_keeps_its_state_in_postgresql(stack):
     if stack.database is None:
         pytest.skip("PostgreSQL server binaries not installed: the stack runs on SQLite")
@@ -226,14 +342,29 @@ def test_the_stack_keeps_its_state_in_postgresql(stack):
     assert not list(stack.home.rglob("*.db")), "the server wrote a SQLite file"
 
 
+def test_webhook_register_sets_the_sandbox_webhook_again(stack):
+    registered = stack.webhook
+    assert registered is not None
+    keys = stack.stack.sandbox_keys() or {}
+    numerai = NumeraiClient(
+        keys["NUMERAI_API_URL"], keys["NUMERAI_PUBLIC_ID"], keys["NUMERAI_SECRET_KEY"]
+    )
+    numerai.set_webhook(stack.stack.sandbox_models()[MODEL], None)
+    assert stack.webhook is None
+
+    result = runner.invoke(app, ["webhook", "register", "tournament", "--sandbox"])
+
+    assert result.exit_code == 0, result.output
+    assert stack.webhook == registered
+    assert "/hooks/tournament/****" in _text(result)
+    assert registered.rsplit("/", 1)[-1] not in result.output
+
+
 def test_with_the_worker_stopped_node_test_and_doctor_say_so(stack):
     _wait_idle(stack)
     worker = next(p for p in stack.stack.status() if p.name == "worker")
-    os.kill(worker.pid, 2)  # SIGINT, as `down` does
-    deadline = time.monotonic() + 60
-    while any(p.alive for p in stack.stack.status() if p.name == "worker"):
-        assert time.monotonic() < deadline, "the worker did not stop"
-        time.sleep(0.5)
+    _stop_worker(worker.pid)
+    assert not any(p.alive for p in stack.stack.status() if p.name == "worker")
 
     result = stack.cli("node", "test", "tournament", "--start-timeout", "10")
     assert result.returncode == 1
@@ -262,3 +393,34 @@ def test_doctor_reports_a_missing_deployment(stack):
     text = " ".join(result.stdout.split())
     assert "tournament-node/tournament is not deployed" in text
     assert "prefect --no-prompt deploy -n tournament-node/tournament" in text
+
+
+# The running gateway keeps the token it started with (rotation says to restart it): last.
+def test_webhook_token_shows_a_token_only_when_created(stack):
+    old = (stack.webhook or "").rsplit("/", 1)[-1]
+    kept = runner.invoke(app, ["webhook", "token", "tournament", "--local"])
+    assert kept.exit_code == 0, kept.output
+    assert "has a webhook token" in _text(kept) and old not in kept.output
+
+    rotated = runner.invoke(app, ["webhook", "token", "tournament", "--local", "--rotate"])
+
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.stdout.strip()
+    assert len(new) >= 16 and new != old
+    assert "webhook register tournament" in _text(rotated)
+
+
+def test_down_stops_everything_and_a_second_down_is_harmless(stack):
+    processes = stack.stack.status()
+    assert len(processes) == 4
+
+    result = runner.invoke(app, ["down"])
+
+    assert result.exit_code == 0, result.output
+    assert "Stopped the local stack (worker, gateway, sandbox, server)" in _text(result)
+    for process in processes:
+        assert not _running(process.pid), process
+    assert not stack.stack.stack_file.exists()
+    again = runner.invoke(app, ["down"])
+    assert again.exit_code == 0 and "not running" in _text(again)
+    assert _status()["running"] is False
