@@ -27,3 +27,14 @@ def prefect_server():
     """One Prefect API for the session (prefect_test_harness: a real server on SQLite)."""
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _events_stay_with_their_server():
+    """Prefect keeps one events worker per process, bound to the API URL of the moment it started.
+    A module that emits events against a server of its own must not leave it bound there: later
+    modules' task-run states would go to a stopped server (seen: flow tests lost every state)."""
+    yield
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=5)
