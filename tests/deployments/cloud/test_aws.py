@@ -26,8 +26,8 @@ from deployments.cloud.pools import read_pool_template
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 
 ROOT = Path(__file__).parents[3]
-PUBLIC_ID = "PUBLICIDVALUE7Q2X9"
-SECRET_KEY = "SECRETKEYVALUE4W8Z1K"
+PUBLIC_ID = "fake-public-id-7Q2X9"  # sentinels: must never reach a template or output
+SECRET_KEY = "fake-secret-key-4W8Z1K"
 KEYS = {"NUMERAI_PUBLIC_ID": PUBLIC_ID, "NUMERAI_SECRET_KEY": SECRET_KEY}
 STACK = "numerai-nodes"
 POOL = "ecs"
