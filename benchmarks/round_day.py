@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.stack import LocalStack, StackSettings  # noqa: E402
+from infra.local.stack import LocalStack, StackSettings  # noqa: E402
 from tests.integration.servers import free_port  # noqa: E402
 
 

@@ -58,7 +58,7 @@ def _run(env: dict[str, str], results: Path, trigger: str, trees: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
-    from deployments.cli.local_sandbox import start_sandbox
+    from infra.local.sandbox import start_sandbox
 
     work = Path(args.work or tempfile.mkdtemp(prefix="numerai-nodes-bench-"))
     started = time.perf_counter()

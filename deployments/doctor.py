@@ -337,13 +337,13 @@ def _cloud(pool_types: dict[str, str]) -> list[Check]:
     checks = []
     for pool_name, pool_type in sorted(pool_types.items()):
         if pool_type.startswith("ecs"):
-            from deployments.cloud.aws import AwsSettings
-            from deployments.cloud.aws_doctor import doctor_checks as aws_checks
+            from infra.aws.doctor import doctor_checks as aws_checks
+            from infra.aws.place import AwsSettings
 
             settings = AwsSettings()
             checks += aws_checks(pool_name, settings.stack_name, settings.region)
         elif pool_type.startswith("cloud-run"):
-            from deployments.cloud.gcp_doctor import doctor_checks as gcp_checks
+            from infra.gcp.doctor import doctor_checks as gcp_checks
 
             checks += gcp_checks(pool_name)
     return checks

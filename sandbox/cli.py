@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, SIZE_NAMES
+from sandbox.ready import SandboxReady
 
 if TYPE_CHECKING:
     from sandbox.runner import Sandbox
@@ -61,20 +62,16 @@ DEFAULT_ROOT = Path(".numerai-nodes/sandbox")
 
 
 def _write_ready_file(path: Path, sandbox: Sandbox) -> None:
-    """Atomically write what a parent process needs to talk to this sandbox."""
-    info = {
-        "url": sandbox.url,
-        "yahoo_url": sandbox.yahoo_url,
-        "public_id": sandbox.public_id,
-        "secret_key": sandbox.secret_key,
-        "models": sandbox.models,
-        "model_tournaments": {m.name: m.tournament for m in sandbox.state.models()},
-        "pid": os.getpid(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(path)
+    """Tell a parent process, atomically, how to talk to this sandbox."""
+    SandboxReady(
+        url=sandbox.url,
+        public_id=sandbox.public_id,
+        secret_key=sandbox.secret_key,
+        models=dict(sandbox.models),
+        model_tournaments={m.name: int(m.tournament) for m in sandbox.state.models()},
+        yahoo_url=sandbox.yahoo_url,
+        pid=os.getpid(),
+    ).write(path)
 
 
 def _announce(sandbox: Sandbox) -> None:

@@ -28,7 +28,7 @@ def doctor(
     """
     from deployments.catalogue import CatalogueError, find_node, load_nodes
     from deployments.doctor import diagnose
-    from deployments.environment import local_stack_defaults
+    from infra.local.environment import local_stack_defaults
 
     try:
         nodes = load_nodes()

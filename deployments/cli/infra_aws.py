@@ -33,14 +33,14 @@ Pool = Annotated[
 
 
 def _settings(**overrides: object):
-    from deployments.cloud.aws import AwsSettings
+    from infra.aws.place import AwsSettings
 
     return settings_or_fail(AwsSettings, "NUMERAI_NODES_AWS_", "AWS", **overrides)
 
 
 def _keys(skip: bool):
     """The Numerai keys from the environment, else hidden prompts (None with --skip-keys)."""
-    from deployments.cloud.aws import NumeraiKeys
+    from infra.aws.place import NumeraiKeys
 
     if skip:
         return None
@@ -103,7 +103,7 @@ def up(
     Keys come from NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY, or hidden prompts. The pool lives on
     the Prefect API of PREFECT_API_URL. Then push the node image and run an ECS worker.
     """
-    from deployments.cloud import aws
+    from infra.aws import place as aws
 
     settings = _settings(region=region, stack_name=stack_name, pool_name=pool, image_tag=image_tag)
     keys = _keys(skip_keys)
@@ -153,7 +153,7 @@ def down(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete the stack, its images and key secrets, the pool and the result block."""
-    from deployments.cloud import aws
+    from infra.aws import place as aws
 
     settings = _settings(region=region, stack_name=stack_name, pool_name=pool)
     if not yes and not typer.confirm(
@@ -178,7 +178,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Show the stack's status and outputs, and whether the work pool matches them."""
-    from deployments.cloud import aws
+    from infra.aws import place as aws
 
     settings = _settings(region=region, stack_name=stack_name, pool_name=pool)
     try:

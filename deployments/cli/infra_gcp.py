@@ -35,7 +35,7 @@ Pool = Annotated[
 
 
 def _settings(**overrides: object):
-    from deployments.cloud.gcp import GcpSettings
+    from infra.gcp.place import GcpSettings
 
     return settings_or_fail(GcpSettings, "NUMERAI_NODES_GCP_", "GCP", **overrides)
 
@@ -88,8 +88,8 @@ def up(
     Needs Terraform and Google credentials (`gcloud auth application-default login`). The keys
     never reach Terraform: they go to Secret Manager through its API.
     """
-    from deployments.cloud.gcp import GcpStackError
-    from deployments.cloud.gcp import up as stack_up
+    from infra.gcp.place import GcpStackError
+    from infra.gcp.place import up as stack_up
 
     settings = _settings(
         project=project, region=region, pool_name=pool, image_tag=image_tag, preset=preset
@@ -117,8 +117,8 @@ def down(
 ) -> None:
     """Destroy the GCP stack (bucket, secrets, registry, service accounts) and delete its pool
     and result block. The bucket must be empty unless Terraform's force_destroy is set."""
-    from deployments.cloud.gcp import GcpStackError
-    from deployments.cloud.gcp import down as stack_down
+    from infra.gcp.place import GcpStackError
+    from infra.gcp.place import down as stack_down
 
     settings = _settings(pool_name=pool)
     if not yes:
@@ -139,8 +139,8 @@ def status(
 ) -> None:
     """Show the stack's Terraform outputs and check the credentials, the pool, secrets and image.
     Exits 1 when a check fails."""
-    from deployments.cloud.gcp import GcpStackError, stack_outputs
-    from deployments.cloud.gcp_doctor import doctor_checks
+    from infra.gcp.doctor import doctor_checks
+    from infra.gcp.place import GcpStackError, stack_outputs
 
     settings = _settings(pool_name=pool)
     checks = doctor_checks(settings.pool_name, settings)

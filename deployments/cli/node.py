@@ -29,9 +29,9 @@ def test(
     lists a submission with that trigger id. Exit 0 only if every step holds.
     """
     from deployments.catalogue import CatalogueError, find_node
-    from deployments.environment import local_stack_defaults
     from deployments.nodetest import Timeouts, run_node_test
     from deployments.runs import RunEvent
+    from infra.local.environment import local_stack_defaults
 
     try:
         found = find_node(node)

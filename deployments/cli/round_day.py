@@ -31,10 +31,10 @@ def round_command(
     """
     from deployments.catalogue import CatalogueError, load_nodes, nodes_on_pool
     from deployments.cli.stack import load_stack
-    from deployments.round import RoundError, follow_round, open_round
-    from deployments.stack import StackAlreadyUp
     from deployments.webhooks import prefect_api
     from flows.errors import NodeError
+    from infra.local.round import RoundError, follow_round, open_round
+    from infra.local.stack import StackAlreadyUp
 
     try:
         nodes = load_nodes()

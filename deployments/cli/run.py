@@ -153,8 +153,8 @@ def _api(sandbox: bool, size: str, tournament: int):
         os.environ.setdefault("NUMERAI_NODES_SHOW_PROGRESS", str(sys.stderr.isatty()))
         yield []
         return
-    from deployments.cli.local_sandbox import start_sandbox
     from flows.settings import load_settings
+    from infra.local.sandbox import start_sandbox
 
     try:
         running = start_sandbox(load_settings().home / "sandbox", size)

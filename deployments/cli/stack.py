@@ -12,8 +12,8 @@ from rich.table import Table
 
 from deployments.catalogue import CatalogueError
 from deployments.cli.output import console, err_console, fail, settings_or_fail
-from deployments.stack import LocalStack, StackAlreadyUp, StackInfo, StackSettings
 from flows.errors import NodeError
+from infra.local.stack import LocalStack, StackAlreadyUp, StackInfo, StackSettings
 
 
 class _ConsoleReporter:

@@ -12,9 +12,9 @@ from rich.markup import escape
 from deployments.catalogue import CatalogueError, Node, find_node
 from deployments.cli.output import console, err_console, fail
 from deployments.cli.stack import load_stack
-from deployments.stack import LocalStack
 from deployments.webhooks import prefect_api
 from flows.errors import NodeError
+from infra.local.stack import LocalStack
 
 app = typer.Typer(
     help="Per-node webhooks: register them on Numerai, create and rotate their tokens.",

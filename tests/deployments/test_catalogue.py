@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from deployments.catalogue import load_nodes, nodes_on_pool
-from deployments.presets import job_variables, preset_names
+from infra.presets import job_variables, preset_names
 
 ROOT = Path(__file__).parents[2]
 CATALOGUE = ROOT / "prefect.yaml"

@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from deployments.gateway import GatewaySettings, create_app
-from deployments.stack import LocalStack, StackSettings
 from flows.numerai import NumeraiClient
+from infra.local.stack import LocalStack, StackSettings
 from tests.integration.postgres import Postgres
 from tests.integration.servers import TcpProxy, UvicornThread, free_port
 

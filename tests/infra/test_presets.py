@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from deployments.presets import FAMILIES, SIZES, job_variables, preset_names
+from infra.presets import FAMILIES, SIZES, job_variables, preset_names
 
 # AWS Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
 _FARGATE = {
@@ -92,7 +92,7 @@ def test_cloud_settings_reject_an_unknown_preset(module, monkeypatch):
 
     from pydantic import ValidationError
 
-    cloud = importlib.import_module(f"deployments.cloud.{module}")
+    cloud = importlib.import_module(f"infra.{module}.place")
     settings = cloud.AwsSettings if module == "aws" else cloud.GcpSettings
     monkeypatch.setenv(f"NUMERAI_NODES_{module.upper()}_PRESET", "gen-xxl")
     with pytest.raises(ValidationError, match=r"Unknown size preset 'gen-xxl'.*gen-m"):

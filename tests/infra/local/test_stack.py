@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from deployments.stack import LocalStack, PortInUse, StackSettings
+from infra.local.stack import LocalStack, PortInUse, StackSettings
 
-PROJECT = Path(__file__).parents[2]
+PROJECT = Path(__file__).parents[3]
 runner = CliRunner()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deployments.cloud.aws import (
+from infra.aws.place import (
     PLACEHOLDER,
     UP_COMMAND,
     AwsError,
@@ -17,7 +17,7 @@ from deployments.cloud.aws import (
     stack_outputs,
     template_defaults,
 )
-from deployments.cloud.pools import read_pool_template
+from infra.pools import read_pool_template
 
 if TYPE_CHECKING:
     from boto3.session import Session

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-TEMPLATE = Path(__file__).parents[2] / "infra" / "aws" / "stack.yaml"
+TEMPLATE = Path(__file__).parents[3] / "infra" / "aws" / "stack.yaml"
 STACK = "numerai-nodes"
 
 # moto's CloudFormation skips the bucket and queue policies and the key secrets (`up` creates

@@ -10,7 +10,7 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
 
-TEMPLATE = Path(__file__).parents[2] / "infra" / "aws" / "stack.yaml"
+TEMPLATE = Path(__file__).parents[3] / "infra" / "aws" / "stack.yaml"
 _READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "BatchCheck")
 # ECS accepts no resource ARN for these two; the worker needs them to run flows.
 _NO_RESOURCE_LEVEL = {"ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition"}

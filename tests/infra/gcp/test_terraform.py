@@ -12,7 +12,7 @@ from typing import Any
 import hcl2
 import pytest
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 GCP = ROOT / "infra" / "gcp"
 AWS = ROOT / "infra" / "aws"
 # Roles that would let a node's job (or its worker) change anything in the project.
@@ -113,7 +113,7 @@ def test_every_output_has_a_description(config):
 
 
 def test_outputs_cover_what_the_pool_needs(config):
-    from deployments.cloud.gcp import REQUIRED_OUTPUTS
+    from infra.gcp.place import REQUIRED_OUTPUTS
 
     assert set(REQUIRED_OUTPUTS) <= set(_blocks(config, "output"))
 

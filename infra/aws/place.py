@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments.cloud.pools import (
+from flows.errors import NodeError
+from infra.pools import (
     RESULT_STORAGE_ENV,
     default_template,
     read_pool_template,
@@ -22,13 +23,13 @@ from deployments.cloud.pools import (
     set_variable,
     upsert_pool,
 )
-from deployments.presets import ECS, Preset, job_variables
-from flows.errors import NodeError
+from infra.presets import ECS, Preset, job_variables
 
 if TYPE_CHECKING:
     from boto3.session import Session
 
-TEMPLATE = Path(__file__).parents[2] / "infra" / "aws" / "stack.yaml"
+# Package data: an installed numerai-nodes finds its template too.
+TEMPLATE = Path(__file__).with_name("stack.yaml")
 # The value the stack creates the key secrets with; `up` replaces it with the real keys.
 PLACEHOLDER = "numerai-nodes-placeholder"
 # Stack output of each key secret's ARN -> the environment variable (and secret name suffix).

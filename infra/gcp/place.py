@@ -17,7 +17,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deployments.cloud.pools import (
+from infra.pools import (
     RESULT_STORAGE_ENV,
     default_template,
     require_prefect_api,
@@ -25,7 +25,7 @@ from deployments.cloud.pools import (
     set_variable,
     upsert_pool,
 )
-from deployments.presets import CLOUD_RUN_V2, Preset, job_variables
+from infra.presets import CLOUD_RUN_V2, Preset, job_variables
 
 POOL_TYPE = CLOUD_RUN_V2
 # The prefect-gcp GcsBucket block that holds every result, the trained model among them.
@@ -125,7 +125,7 @@ def credentials_block_id(name: str | None) -> str | None:
 
 # --- settings ---------------------------------------------------------------------------------
 
-INFRA_DIR = Path(__file__).resolve().parents[2] / "infra" / "gcp"
+INFRA_DIR = Path(__file__).resolve().parent  # package data: the .tf files sit beside this module
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # Never handed to Terraform: the keys go to Secret Manager through the API, not through state.
 _KEY_ENV = ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY")

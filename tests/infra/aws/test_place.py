@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli.infra_aws import app
-from deployments.cloud.aws import (
+from infra.aws.doctor import doctor_checks
+from infra.aws.place import (
     IMAGE_VARIABLE,
     PLACEHOLDER,
     AwsSettings,
@@ -19,8 +20,7 @@ from deployments.cloud.aws import (
     session,
     stack_outputs,
 )
-from deployments.cloud.aws_doctor import doctor_checks
-from deployments.cloud.pools import read_pool_template
+from infra.pools import read_pool_template
 
 # moto's CloudFormation skips the resource types it lacks (bucket and queue policies, secrets).
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
@@ -174,7 +174,7 @@ def test_doctor_reports_a_missing_image_and_a_placeholder_key(aws):
 def test_doctor_reports_a_pool_that_drifted_from_the_stack(aws):
     result = CliRunner().invoke(app, ["up", "--image-tag", "v1", "--pool", "other-ecs"], env=KEYS)
     assert result.exit_code == 0, result.output
-    from deployments.cloud.pools import upsert_pool
+    from infra.pools import upsert_pool
 
     template = read_pool_template("other-ecs")
     template["variables"]["properties"]["cluster"]["default"] = "somebody-elses-cluster"

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli.infra_gcp import app
-from deployments.cloud import gcp
-from deployments.cloud.gcp_doctor import doctor_checks
-from deployments.cloud.pools import RESULT_STORAGE_ENV, read_pool_template
 from flows.errors import NodeError
+from infra.gcp import place as gcp
+from infra.gcp.doctor import doctor_checks
+from infra.pools import RESULT_STORAGE_ENV, read_pool_template
 
 PUBLIC_ID = "PUBLICID7Q3XK2"
 SECRET_KEY = "SECRETKEY9ZP4WM8"

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from deployments.cloud.gcp import (
+from deployments.doctor import Check
+from infra.gcp.place import (
     IMAGE_NAME,
     REQUIRED_OUTPUTS,
     SECRET_OUTPUTS,
@@ -23,8 +24,7 @@ from deployments.cloud.gcp import (
     credentials_block_id,
     image_uri,
 )
-from deployments.cloud.pools import read_pool_template
-from deployments.doctor import Check
+from infra.pools import read_pool_template
 
 _CHECKED_VARIABLES = (
     "region",

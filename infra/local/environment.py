@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from prefect.settings import PREFECT_API_URL
 
-from deployments.stack import LocalStack, StackSettings
 from deployments.webhooks import prefect_api
+from infra.local.stack import LocalStack, StackSettings
 
 
 @contextlib.contextmanager

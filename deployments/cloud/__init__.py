@@ -1,1 +1,0 @@
-"""Cloud work pools: the AWS (ECS) and GCP (Cloud Run v2) infrastructure a node runs on."""
