@@ -7,13 +7,15 @@ from pathlib import Path
 
 import yaml
 
-from deployments.events import node_resource_id
+from deployments.events import EVENT_NAME, node_resource_id
+from flows.entrypoints import NODE_FLOWS
+from flows.errors import ConfigurationError
+from flows.tournaments import Tournament
 
 CATALOGUE = Path("prefect.yaml")
-_TOURNAMENTS = {"tournament": 8, "signals": 11, "crypto": 12}
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigurationError):
     """prefect.yaml is missing or does not declare nodes the way this project expects."""
 
 
@@ -27,7 +29,7 @@ class Node:
     entrypoint: str
     work_pool: str
     numerai_model: str
-    tournament: int
+    tournament: Tournament
     has_trigger: bool
     parameters: dict = field(default_factory=dict, repr=False)
 
@@ -69,20 +71,29 @@ def _node(entry: dict) -> Node | None:
     if not isinstance(settings, dict):
         return None
     name = settings.get("name") or entry["name"]
-    entrypoint = entry["entrypoint"]
-    module = Path(entrypoint.split(":")[0]).stem
+    entrypoint = entry.get("entrypoint", "")
+    flow = NODE_FLOWS.get(entrypoint)
+    if flow is None:
+        known = ", ".join(NODE_FLOWS)
+        raise CatalogueError(
+            f"Deployment {entry.get('name')!r} of prefect.yaml declares a node with entrypoint "
+            f"{entrypoint!r}, which is not a node flow. Node flows: {known}."
+        )
     triggers = entry.get("triggers") or []
     return Node(
         name=name,
         deployment=entry["name"],
-        flow_name=f"{module}-node",
+        flow_name=flow.flow_name,
         entrypoint=entrypoint,
         work_pool=(entry.get("work_pool") or {}).get("name", ""),
         numerai_model=settings.get("numerai_model", ""),
-        tournament=_TOURNAMENTS.get(module, 8),
-        has_trigger=any(
-            (trigger.get("match") or {}).get("prefect.resource.id") == node_resource_id(name)
-            for trigger in triggers
-        ),
+        tournament=flow.tournament,
+        has_trigger=any(_is_node_trigger(trigger, name) for trigger in triggers),
         parameters=entry.get("parameters") or {},
     )
+
+
+def _is_node_trigger(trigger: dict, node: str) -> bool:
+    """Whether `trigger` turns the node's webhook event into a run, as the event contract says."""
+    match = (trigger.get("match") or {}).get("prefect.resource.id")
+    return match == node_resource_id(node) and EVENT_NAME in (trigger.get("expect") or [])

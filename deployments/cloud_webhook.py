@@ -8,14 +8,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
 from pydantic import BaseModel
 
 from deployments.events import EVENT_NAME, MAX_TRIGGER_ID_LENGTH, node_resource_id
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, NodeError
 
 TEMPLATE_FILE = "cloud_webhook_template.json.j2"
 WEBHOOK_NAME_PREFIX = "numerai-nodes-"
 _WORKSPACE_URL = re.compile(r"/api/accounts/[0-9a-f-]{36}/workspaces/[0-9a-f-]{36}/?$")
+
+
+class PrefectCloudError(NodeError, ConnectionError):
+    """Prefect Cloud's API refused or failed a webhook call."""
+
+    transient = True
 
 
 class CloudWebhook(BaseModel):
@@ -64,18 +71,24 @@ def upsert_cloud_webhook(
         "description": f"Numerai Nodes: runs node {node!r} when Numerai opens a round.",
         "template": render_template(node),
     }
-    with httpx.Client(
-        base_url=api_url.rstrip("/") + "/",
-        headers={"Authorization": f"Bearer {api_key}"},
-        transport=transport,
-        timeout=30,
-    ) as client:
-        existing = _find_webhook(client, spec["name"])
-        if existing is None:
-            webhook = _json(client.post("webhooks/", json=spec))
-        else:
-            client.put(f"webhooks/{existing['id']}", json=spec).raise_for_status()
-            webhook = _json(client.get(f"webhooks/{existing['id']}"))
+    try:
+        with httpx.Client(
+            base_url=api_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key}"},
+            transport=transport,
+            timeout=30,
+        ) as client:
+            existing = _find_webhook(client, spec["name"])
+            if existing is None:
+                webhook = _json(client.post("webhooks/", json=spec))
+            else:
+                client.put(f"webhooks/{existing['id']}", json=spec).raise_for_status()
+                webhook = _json(client.get(f"webhooks/{existing['id']}"))
+    except httpx.HTTPError as exc:
+        raise PrefectCloudError(
+            f"Prefect Cloud answered with an error while saving the webhook of node {node!r}: "
+            f"{exc}. Check `prefect cloud login` and that your key may edit webhooks."
+        ) from None
     return CloudWebhook(
         id=str(webhook["id"]),
         name=webhook["name"],
@@ -85,7 +98,6 @@ def upsert_cloud_webhook(
 
 
 def _cloud_credentials(api_url: str | None, api_key: str | None) -> tuple[str, str]:
-    from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
 
     api_url = api_url or PREFECT_API_URL.value()
     api_key = api_key or PREFECT_API_KEY.value()

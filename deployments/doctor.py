@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Literal
+from typing import Protocol
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -15,39 +14,40 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from deployments.catalogue import Node
+from deployments.checks import Check
 from deployments.events import node_resource_id
+from deployments.tokens import load_token
 from deployments.webhooks import gateway_url, is_prefect_cloud
 from flows.errors import NodeError
 from flows.keys import connect
 
-Status = Literal["ok", "fail", "warn"]
 _PACKAGES = ("prefect", "numerapi", "numerai-tools", "lightgbm", "pandas", "yfinance")
 _WORKER_GRACE_SECONDS = 120
-_POOL_SETUP = {
-    "local": "`numerai-nodes up`",
-    "ecs": "`numerai-nodes infra aws up`",
-    "cloud-run": "`numerai-nodes infra gcp up`",
-}
 
 
-@dataclass
-class Check:
-    """One diagnosis: what was checked, its status, what was seen, and the fix when it failed."""
+class PlaceChecks(Protocol):
+    """What doctor asks of the places nodes run (infra/): how to set a pool up, and its checks."""
 
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
+    def setup_command(self, pool_name: str) -> str | None:
+        """The command that creates pool `pool_name`, when a place owns it."""
+        ...
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def checks(self, pool_name: str, pool_type: str) -> list[Check]:
+        """The place's own checks of a pool in use (credentials, stack, image, secrets)."""
+        ...
 
 
-def diagnose(nodes: list[Node], gateway_base: str | None, explicit: bool = False) -> list[Check]:
+def diagnose(
+    nodes: list[Node],
+    gateway_base: str | None,
+    explicit: bool = False,
+    places: PlaceChecks | None = None,
+) -> list[Check]:
     """Run every check in order; later checks are skipped only when they cannot run at all.
 
     Unless `explicit`, only the nodes set up on this Prefect server (deployed, or with their work
     pool present) are checked: the catalogue also holds nodes for clouds a user may not use.
+    `places` adds each place's checks of the pools in use (the CLI passes infra's).
     """
     checks = [_versions()]
     api_url = PREFECT_API_URL.value()
@@ -59,13 +59,15 @@ def diagnose(nodes: list[Node], gateway_base: str | None, explicit: bool = False
         with get_client(sync_client=True) as client:
             if not explicit:
                 nodes, idle = _in_use(client, nodes)
-                checks += [_not_set_up(node) for node in idle]
+                checks += [_not_set_up(node, places) for node in idle]
             checks += _pools(client, nodes, pool_types)
             checks += _deployments(client, nodes)
     checks += _numerai(nodes, gateway_base, cloud)
     if not cloud:
         checks.append(_gateway(gateway_base))
-    checks += _cloud(pool_types)
+    if places is not None:
+        for pool_name, pool_type in sorted(pool_types.items()):
+            checks += places.checks(pool_name, pool_type)
     return checks
 
 
@@ -80,8 +82,9 @@ def _in_use(client: SyncPrefectClient, nodes: list[Node]) -> tuple[list[Node], l
     return in_use, idle
 
 
-def _not_set_up(node: Node) -> Check:
-    command = _POOL_SETUP.get(node.work_pool, f"`prefect work-pool create {node.work_pool}`")
+def _not_set_up(node: Node, places: PlaceChecks | None) -> Check:
+    setup = places.setup_command(node.work_pool) if places is not None else None
+    command = f"`{setup}`" if setup else f"`prefect work-pool create {node.work_pool}`"
     return Check(
         f"node {node.name}",
         "warn",
@@ -298,7 +301,6 @@ def _model_and_webhook(node, models, webhooks, gateway_base, cloud) -> Check:
 def _expected_webhook(node: Node, gateway_base: str | None, cloud: bool) -> str | None:
     if cloud or not gateway_base:
         return None
-    from deployments.tokens import load_token
 
     token = load_token(node.name)
     return gateway_url(gateway_base, node.name, token.get_secret_value()) if token else None
@@ -330,20 +332,3 @@ def _gateway(gateway_base: str | None) -> Check:
             "The gateway cannot reach Prefect; check its PREFECT_API_URL.",
         )
     return Check("gateway", "ok", f"{gateway_base} is up and reaches Prefect")
-
-
-def _cloud(pool_types: dict[str, str]) -> list[Check]:
-    """The cloud checks of each ECS or Cloud Run pool in use: credentials, stack, image, secrets."""
-    checks = []
-    for pool_name, pool_type in sorted(pool_types.items()):
-        if pool_type.startswith("ecs"):
-            from infra.aws.doctor import doctor_checks as aws_checks
-            from infra.aws.place import AwsSettings
-
-            settings = AwsSettings()
-            checks += aws_checks(pool_name, settings.stack_name, settings.region)
-        elif pool_type.startswith("cloud-run"):
-            from infra.gcp.doctor import doctor_checks as gcp_checks
-
-            checks += gcp_checks(pool_name)
-    return checks

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import prefect.settings
+import uvicorn
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
@@ -36,8 +38,6 @@ logger = logging.getLogger("numerai_nodes.gateway")
 
 
 def _prefect_setting(name: str) -> Any:
-    import prefect.settings
-
     return getattr(prefect.settings, name).value()
 
 
@@ -312,8 +312,6 @@ async def _prefect_reachable(client: httpx.AsyncClient, settings: GatewaySetting
 
 def serve(settings: GatewaySettings) -> None:
     """Run the gateway with uvicorn until interrupted. The access log is off: URLs hold tokens."""
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
 

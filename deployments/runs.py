@@ -18,6 +18,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import LogSort
 
+from flows.errors import NodeError
+
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 WAITING = {"SCHEDULED", "PENDING"}
 
@@ -113,7 +115,7 @@ def follow(
         time.sleep(poll)
 
 
-class RunStuck(RuntimeError):
+class RunStuck(NodeError, RuntimeError):
     """No worker picked the run up."""
 
     def __init__(self, run: FlowRun, waited: float):
@@ -125,7 +127,7 @@ class RunStuck(RuntimeError):
         )
 
 
-class RunTimeout(RuntimeError):
+class RunTimeout(NodeError, TimeoutError):
     """The run did not end in time."""
 
     def __init__(self, run: FlowRun, waited: float):

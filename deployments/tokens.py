@@ -7,14 +7,22 @@ import re
 import secrets
 from collections.abc import Mapping
 
+import httpx
+from prefect.blocks.system import Secret
 from pydantic import SecretStr
 
 from deployments.events import check_node_name
-from flows.errors import ConfigurationError
+from flows.errors import ConfigurationError, NodeError
 
 ENV_PREFIX = "NUMERAI_NODES_TOKEN_"
 BLOCK_PREFIX = "numerai-nodes-token-"
 TOKEN_BYTES = 32
+
+
+class TokenNotSaved(NodeError, ConnectionError):
+    """The Prefect API did not save a node's new webhook token."""
+
+    transient = True
 
 
 class MissingToken(ConfigurationError, LookupError):
@@ -56,15 +64,19 @@ def require_token(node: str, environ: Mapping[str, str] | None = None) -> Secret
 
 def create_or_rotate(node: str) -> str:
     """Generate a new token for `node`, save it to its Secret block (overwriting) and return it."""
-    from prefect.blocks.system import Secret
 
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    Secret(value=token).save(token_block_name(node), overwrite=True)
+    try:
+        Secret(value=token).save(token_block_name(node), overwrite=True)
+    except httpx.HTTPError as exc:
+        raise TokenNotSaved(
+            f"Saving the webhook token of node {node!r} in its Prefect Secret block failed "
+            f"({type(exc).__name__}). Check that the Prefect API (PREFECT_API_URL) is up."
+        ) from None
     return token
 
 
 def _load_block_token(node: str) -> SecretStr | None:
-    from prefect.blocks.system import Secret
 
     try:
         block = Secret.load(token_block_name(node))

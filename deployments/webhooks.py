@@ -9,9 +9,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import httpx
+from prefect.events.worker import EventsWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.catalogue import Node
+from deployments.cloud_webhook import upsert_cloud_webhook
 from deployments.events import check_node_name
+from deployments.tokens import create_or_rotate, load_token, require_token
 from flows.errors import ConfigurationError, NumeraiApiError
 
 if TYPE_CHECKING:  # numerapi pulls in pandas: keep it out of the CLI's start-up
@@ -67,8 +71,6 @@ def mask_url(url: str) -> str:
 @contextlib.contextmanager
 def prefect_api(api_url: str) -> Iterator[None]:
     """Point this process's Prefect client (Secret blocks) at `api_url` for the block inside."""
-    from prefect.events.worker import EventsWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         try:
@@ -80,7 +82,6 @@ def prefect_api(api_url: str) -> Iterator[None]:
 
 def ensure_token(node: str) -> tuple[str, bool]:
     """`node`'s webhook token, and whether it was just created (in its Prefect Secret block)."""
-    from deployments.tokens import create_or_rotate, load_token
 
     existing = load_token(node)
     if existing is not None:
@@ -106,7 +107,6 @@ def register(
     show it with `mask_url`.
     """
     if is_prefect_cloud(prefect_api_url):
-        from deployments.cloud_webhook import upsert_cloud_webhook
 
         url = upsert_cloud_webhook(
             node.name, api_url=prefect_api_url, api_key=prefect_api_key, transport=cloud_transport
@@ -119,7 +119,7 @@ def register(
                 f"register node {node.name!r}."
             )
         if token is None:
-            from deployments.tokens import require_token
+
 
             token = require_token(node.name).get_secret_value()
         url = gateway_url(public_base, node.name, token)

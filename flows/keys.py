@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect.blocks.system import Secret
+
 from flows.numerai import NumeraiClient
 from flows.settings import NodesSettings, load_settings
 
@@ -32,7 +34,6 @@ def connect(tournament: int, settings: NodesSettings | None = None) -> NumeraiCl
 
 def _secret_block(name: str) -> str | None:
     """The value of a Prefect Secret block, or None if it does not exist or Prefect is away."""
-    from prefect.blocks.system import Secret
 
     try:
         return str(Secret.load(name, _sync=True).get())

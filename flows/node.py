@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -20,13 +19,14 @@ from flows import cache
 from flows.errors import ConfigurationError, NodeError, RoundClosed
 from flows.keys import connect
 from flows.settings import load_settings
+from flows.tournaments import TOURNAMENT_HELP, Tournament
 
 
 class DataSource(BaseModel):
     """Which Numerai API and data a node reads. Never holds keys."""
 
     api_url: str = Field(description="Numerai's GraphQL endpoint.")
-    tournament: int = Field(description="8 Classic, 11 Signals, 12 Crypto.")
+    tournament: Tournament = Field(description=f"Numerai tournament id: {TOURNAMENT_HELP}.")
     data_version: str = Field(description="Dataset version prefix, e.g. v5.2.")
     data_dir: Path = Field(description="Local data cache for this API.")
 
@@ -86,8 +86,8 @@ def code_digest(module: ModuleType) -> str:
 
 
 def retry_delay_scale() -> float:
-    """NUMERAI_NODES_RETRY_DELAY_SCALE: 1 by default; a rehearsal or a test sets 0."""
-    return float(os.environ.get(_DELAY_SCALE_ENV, "1"))
+    """The `retry_delay_scale` setting, read when a retry happens: a test sets 0."""
+    return load_settings().retry_delay_scale
 
 
 class RetryDelays(list):
@@ -99,9 +99,6 @@ class RetryDelays(list):
 
     def __getitem__(self, index):
         return super().__getitem__(index) * retry_delay_scale()
-
-
-_DELAY_SCALE_ENV = "NUMERAI_NODES_RETRY_DELAY_SCALE"
 
 
 def retry_transient(task, task_run, state) -> bool:

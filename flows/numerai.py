@@ -24,10 +24,7 @@ from flows.errors import (
     UnknownModel,
     UploadRejected,
 )
-
-CLASSIC = 8
-SIGNALS = 11
-CRYPTO = 12
+from flows.tournaments import CLASSIC, SIGNALS
 
 # numerapi reads its endpoint from a module global; hold it while a call is in flight.
 _URL_LOCK = threading.Lock()

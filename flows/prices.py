@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -19,9 +18,10 @@ import yfinance as yf
 from curl_cffi import requests as curl_requests
 from yfinance.data import YfData
 
+from flows.settings import load_settings
+
 logger = logging.getLogger(__name__)
 
-YAHOO_URL_ENV = "NUMERAI_NODES_YAHOO_URL"
 PRICE_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume"]
 EXCHANGE_TABLE = Path(__file__).parent / "data" / "yahoo_exchanges.csv"
 
@@ -36,8 +36,8 @@ def load_exchange_table(path: Path | str | None = None) -> pd.DataFrame:
 
 
 def yahoo_url(base_url: str | None = None) -> str | None:
-    """The Yahoo base URL: base_url, else env NUMERAI_NODES_YAHOO_URL, else None (real Yahoo)."""
-    return base_url or os.environ.get(YAHOO_URL_ENV) or None
+    """The Yahoo base URL: base_url, else the `yahoo_url` setting, else None (real Yahoo)."""
+    return base_url or load_settings().yahoo_url or None
 
 
 class _RedirectedSession(curl_requests.Session):
@@ -68,7 +68,7 @@ def yahoo_session(base_url: str | None = None) -> curl_requests.Session:
 
 
 def point_yfinance_at(base_url: str | None = None) -> None:
-    """Send yfinance's requests to base_url (default: env NUMERAI_NODES_YAHOO_URL, else real Yahoo).
+    """Send yfinance's requests to base_url (default: the `yahoo_url` setting, else real Yahoo).
 
     Note that yf.download() without session= resets this; YahooPriceSource always passes its own.
     """

@@ -10,31 +10,45 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NUMERAI_API_URL = "https://api-tournament.numer.ai"
 YAHOO_FINANCE_URL = "https://finance.yahoo.com"
+ENV_PREFIX = "NUMERAI_NODES_"
+# The environment variables a node reads its Numerai API and keys from (numerai-cli's names).
+API_URL_ENV = "NUMERAI_API_URL"
+PUBLIC_ID_ENV = "NUMERAI_PUBLIC_ID"
+SECRET_KEY_ENV = "NUMERAI_SECRET_KEY"
+KEY_ENV = (PUBLIC_ID_ENV, SECRET_KEY_ENV)
+YAHOO_URL_ENV = f"{ENV_PREFIX}YAHOO_URL"
+HOME_ENV = f"{ENV_PREFIX}HOME"
 
 
-class NodesSettings(BaseSettings):
+class HomeSettings(BaseSettings):
+    """The project's working directory, which every settings class of the project shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        Path(".numerai-nodes"),
+        description="Working directory for downloaded data, predictions, the local stack and "
+        "any other runtime state (Terraform's too); never inside the source tree.",
+    )
+
+
+class NodesSettings(HomeSettings):
     """Settings read from the environment (and a `.env` file) when a node starts."""
-
-    model_config = SettingsConfigDict(env_prefix="NUMERAI_NODES_", env_file=".env", extra="ignore")
 
     api_url: str = Field(
         NUMERAI_API_URL,
         description="Numerai's GraphQL endpoint.",
-        validation_alias=AliasChoices("NUMERAI_API_URL", "NUMERAI_NODES_API_URL"),
-    )
-    home: Path = Field(
-        Path(".numerai-nodes"),
-        description="Working directory for downloaded data, predictions and the local stack.",
+        validation_alias=AliasChoices(API_URL_ENV, f"{ENV_PREFIX}API_URL"),
     )
     public_id: SecretStr | None = Field(
         None,
         description="Numerai API public id.",
-        validation_alias=AliasChoices("NUMERAI_PUBLIC_ID", "NUMERAI_NODES_PUBLIC_ID"),
+        validation_alias=AliasChoices(PUBLIC_ID_ENV, f"{ENV_PREFIX}PUBLIC_ID"),
     )
     secret_key: SecretStr | None = Field(
         None,
         description="Numerai API secret key.",
-        validation_alias=AliasChoices("NUMERAI_SECRET_KEY", "NUMERAI_NODES_SECRET_KEY"),
+        validation_alias=AliasChoices(SECRET_KEY_ENV, f"{ENV_PREFIX}SECRET_KEY"),
     )
     public_id_block: str = Field(
         "numerai-public-id", description="Prefect Secret block holding the public id."
@@ -44,6 +58,11 @@ class NodesSettings(BaseSettings):
     )
     show_progress: bool = Field(
         False, description="Show download progress bars (the CLI turns this on in a terminal)."
+    )
+    retry_delay_scale: float = Field(
+        1.0,
+        ge=0,
+        description="Multiplies the tasks' retry delays when a retry happens (0 retries at once).",
     )
     yahoo_url: str | None = Field(
         None,
@@ -66,6 +85,16 @@ def source_label(api_url: str) -> str:
     """A file-system-safe name for an API, e.g. `api-tournament.numer.ai` or `127.0.0.1_8000`."""
     parts = urlsplit(api_url)
     return (parts.netloc or parts.path).replace(":", "_").replace("/", "_") or "default"
+
+
+def node_env(
+    api_url: str, public_id: str, secret_key: str, yahoo_url: str | None = None
+) -> dict[str, str]:
+    """The environment that points a node at a Numerai API (and a price source) with keys."""
+    env = {API_URL_ENV: api_url, PUBLIC_ID_ENV: public_id, SECRET_KEY_ENV: secret_key}
+    if yahoo_url:
+        env[YAHOO_URL_ENV] = yahoo_url
+    return env
 
 
 def load_settings() -> NodesSettings:

@@ -16,6 +16,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from flows import cache
+from flows.entrypoints import SIGNALS_FLOW
 from flows.errors import ConfigurationError, InsufficientCoverage
 from flows.node import (
     DataSource,
@@ -30,7 +31,6 @@ from flows.node import (
     spec_key,
     submit_predictions,
 )
-from flows.numerai import SIGNALS
 from flows.prices import (
     EXCHANGE_TABLE,
     PriceCache,
@@ -319,7 +319,7 @@ def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionS
     return checked
 
 
-@flow(name="signals-node", flow_run_name=run_name, log_prints=True)
+@flow(name=SIGNALS_FLOW.flow_name, flow_run_name=run_name, log_prints=True)
 def signals_node(
     node: SignalsNode | None = None,
     trigger_id: str | None = None,
@@ -336,7 +336,7 @@ def signals_node(
     in the coverage artifact; with fewer than 100 left the run fails before any upload.
     """
     node = node or SignalsNode()
-    source = DataSource.from_settings(SIGNALS, node.data_version)
+    source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
     round_number = resolve_round(source, round_number)
     if node.upload:
         check_account(source, node.numerai_model)

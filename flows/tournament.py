@@ -16,6 +16,7 @@ from prefect.context import TaskRunContext
 from pydantic import Field
 
 from flows import cache
+from flows.entrypoints import TOURNAMENT_FLOW
 from flows.errors import ConfigurationError, InvalidPredictions
 from flows.node import (
     DataSource,
@@ -29,7 +30,6 @@ from flows.node import (
     spec_key,
     submit_predictions,
 )
-from flows.numerai import CLASSIC
 from flows.report import EraScores, publish_report, score_eras
 from flows.settings import source_label
 from flows.validation import PredictionSummary, check_classic
@@ -167,7 +167,7 @@ def score_validation(
     return scores
 
 
-@flow(name="tournament-node", flow_run_name=run_name, log_prints=True)
+@flow(name=TOURNAMENT_FLOW.flow_name, flow_run_name=run_name, log_prints=True)
 def tournament_node(
     node: TournamentNode | None = None,
     trigger_id: str | None = None,
@@ -179,7 +179,7 @@ def tournament_node(
     validate, submit (skipped if this round and trigger already have a submission), report.
     """
     node = node or TournamentNode()
-    source = DataSource.from_settings(CLASSIC, node.data_version)
+    source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
     round_number = resolve_round(source, round_number)
     if node.upload:
         check_account(source, node.numerai_model)

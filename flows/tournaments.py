@@ -19,7 +19,7 @@ class Tournament(IntEnum):
 
     @classmethod
     def parse(cls, value: int | str) -> Tournament:
-        """A tournament from its id (`8`) or its label (`signals`); ValueError names the valid ones."""
+        """A tournament from its id (`8`) or label (`signals`); ValueError lists the valid ones."""
         text = str(value).strip().lower()
         for tournament in cls:
             if text in (str(tournament.value), tournament.label):

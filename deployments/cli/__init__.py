@@ -1,13 +1,21 @@
-"""The `numerai-nodes` command line: one typer app, one module per command group."""
+"""The `numerai-nodes` command line: one typer app, one module per command group.
+
+The CLI modules only parse arguments and print; the work happens in deployments/ and infra/.
+`--help` must stay fast, so the command modules import the rooms they call inside each command
+function (Prefect, LightGBM and the cloud SDKs take seconds to import). That is the one place
+in the project where imports are deferred for speed.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from deployments.cli import doctor, infra, node, round_day, run, stack, webhook
+from deployments.cli.output import NodesGroup
 
 app = typer.Typer(
     name="numerai-nodes",
+    cls=NodesGroup,
     help="Run Numerai models as Prefect deployments: prediction nodes that submit every round.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

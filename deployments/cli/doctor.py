@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.output import console, fail
+from deployments.cli.output import console
 
 
 def doctor(
@@ -26,21 +26,19 @@ def doctor(
     stack (`numerai-nodes up`) when they are not set. Without --node it checks the nodes set up
     on that server. Exits 1 when any check fails.
     """
-    from deployments.catalogue import CatalogueError, find_node, load_nodes
+    from deployments.catalogue import find_node, load_nodes
     from deployments.doctor import diagnose
     from infra.local.environment import local_stack_defaults
+    from infra.places import place_checks
 
-    try:
-        nodes = load_nodes()
-        if only:
-            nodes = [find_node(name) for name in only]
-    except CatalogueError as exc:
-        raise fail(str(exc)) from None
+    nodes = load_nodes()
+    if only:
+        nodes = [find_node(name) for name in only]
     with local_stack_defaults() as stack:
         gateway = os.environ.get("NUMERAI_NODES_GATEWAY_PUBLIC_URL") or (
             stack.gateway_url if stack is not None else None
         )
-        checks = diagnose(nodes, gateway, explicit=bool(only))
+        checks = diagnose(nodes, gateway, explicit=bool(only), places=place_checks)
     failed = [check for check in checks if check.status == "fail"]
     if as_json:
         console.print_json(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli.output import console, err_console, fail
+from deployments.cli.output import console, err_console
 
 app = typer.Typer(help="Work with one node of prefect.yaml.", no_args_is_help=True)
 
@@ -28,15 +28,12 @@ def test(
     follows the flow run in Prefect, streaming its states and logs, and checks that Numerai
     lists a submission with that trigger id. Exit 0 only if every step holds.
     """
-    from deployments.catalogue import CatalogueError, find_node
+    from deployments.catalogue import find_node
     from deployments.nodetest import Timeouts, run_node_test
     from deployments.runs import RunEvent
     from infra.local.environment import local_stack_defaults
 
-    try:
-        found = find_node(node)
-    except CatalogueError as exc:
-        raise fail(str(exc)) from None
+    found = find_node(node)
 
     def on_step(step) -> None:
         if not as_json:

@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from flows.errors import NodeError
 
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+
+
+class NodesGroup(TyperGroup):
+    """The root command group: an expected failure (a NodeError, from any room) is shown as its
+    message on stderr with exit code 1; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NodeError as exc:
+            raise fail(escape(str(exc))) from None
+
+
+class ConsoleReporter:
+    """Spinners and notes on stderr, so stdout stays for results."""
+
+    def step(self, message: str) -> AbstractContextManager[object]:
+        return err_console.status(message)
+
+    def note(self, message: str) -> None:
+        err_console.print(f"[yellow]{escape(message)}[/]")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -25,7 +50,6 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def settings_or_fail(factory: Callable[..., T], prefix: str, label: str, **overrides: object) -> T:
     """`factory(**overrides)`, None overrides left out; invalid values fail naming each variable."""
     from pydantic import ValidationError
-    from rich.markup import escape
 
     try:
         return factory(**{key: value for key, value in overrides.items() if value is not None})

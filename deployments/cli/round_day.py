@@ -29,17 +29,13 @@ def round_command(
     each call into a Prefect event, the deployment's trigger into a flow run, and the worker
     runs it. Exit 1 if any node did not submit.
     """
-    from deployments.catalogue import CatalogueError, load_nodes, nodes_on_pool
+    from deployments.catalogue import load_nodes, nodes_on_pool
     from deployments.cli.stack import load_stack
     from deployments.webhooks import prefect_api
-    from flows.errors import NodeError
-    from infra.local.round import RoundError, follow_round, open_round
+    from infra.local.round import follow_round, open_round
     from infra.local.stack import StackAlreadyUp
 
-    try:
-        nodes = load_nodes()
-    except CatalogueError as exc:
-        raise fail(str(exc)) from None
+    nodes = load_nodes()
     stack = load_stack()
     nodes = nodes_on_pool(nodes, stack.settings.work_pool)
     started_here = False
@@ -54,8 +50,6 @@ def round_command(
                 "first."
             ) from None
         err_console.print("Using the local stack that is already up.")
-    except (NodeError, CatalogueError) as exc:
-        raise fail(str(exc)) from None
 
     try:
         with prefect_api(info.prefect_api_url):
@@ -67,8 +61,6 @@ def round_command(
                 rows = follow_round(
                     info.sandbox_url, nodes, rounds, timeout, lambda rows: live.update(_table(rows))
                 )
-    except RoundError as exc:
-        raise fail(str(exc)) from None
     finally:
         if started_here and not keep:
             stack.down()

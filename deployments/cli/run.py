@@ -13,12 +13,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from deployments.cli.output import console, err_console, fail, quiet_expected_tracebacks
+from deployments.cli.output import (
+    ConsoleReporter,
+    console,
+    err_console,
+    fail,
+    quiet_expected_tracebacks,
+)
+from flows.tournaments import CLASSIC, SIGNALS, Tournament
 
 app = typer.Typer(
     help="Run a node in this process (no deployment, no worker).", no_args_is_help=True
 )
-_CLASSIC, _SIGNALS = 8, 11  # tournament ids (flows.numerai is imported only when a node runs)
 
 
 def _parse_params(values: list[str]) -> dict:
@@ -74,7 +80,7 @@ def tournament(
     the predictions to a file and does not upload.
     """
     params = _parse_params(param or [])
-    with _api(sandbox, sandbox_size, _CLASSIC) as sandbox_models:
+    with _api(sandbox, sandbox_size, CLASSIC) as sandbox_models:
         from flows.tournament import TournamentNode, tournament_node
 
         name, upload = _submit_as(model, sandbox_models)
@@ -112,7 +118,7 @@ def signals(
     elsewhere). With no keys it writes the predictions to a file and does not upload.
     """
     params = _parse_params(param or [])
-    with _api(sandbox, sandbox_size, _SIGNALS) as sandbox_models:
+    with _api(sandbox, sandbox_size, SIGNALS) as sandbox_models:
         from flows.signals import SignalsNode, signals_node
 
         name, upload = _submit_as(model, sandbox_models)
@@ -146,7 +152,7 @@ def _submit_as(model: str | None, sandbox_models: list[str]) -> tuple[str | None
 
 
 @contextlib.contextmanager
-def _api(sandbox: bool, size: str, tournament: int):
+def _api(sandbox: bool, size: str, tournament: Tournament):
     """Point this process at a fresh sandbox (yield its model names in `tournament`), or at
     Numerai (yield [])."""
     if not sandbox:
@@ -156,12 +162,9 @@ def _api(sandbox: bool, size: str, tournament: int):
     from flows.settings import load_settings
     from infra.local.sandbox import start_sandbox
 
-    try:
-        running = start_sandbox(load_settings().home / "sandbox", size)
-    except RuntimeError as exc:
-        raise fail(str(exc)) from None
+    running = start_sandbox(load_settings().home / "sandbox", size, reporter=ConsoleReporter())
     err_console.print(
-        f"Sandbox listening at {running.url} with model(s) {', '.join(running.models)}"
+        f"Sandbox listening at {running.url} with model(s) {', '.join(running.ready.models)}"
     )
     saved = {key: os.environ.get(key) for key in running.env()}
     os.environ.update(running.env())

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from deployments.catalogue import CatalogueError
-from deployments.cli.output import console, err_console, fail, settings_or_fail
-from flows.errors import NodeError
-from infra.local.stack import LocalStack, StackAlreadyUp, StackInfo, StackSettings
+from deployments.cli.output import ConsoleReporter, console, err_console, fail, settings_or_fail
 
-
-class _ConsoleReporter:
-    """Spinners and notes on stderr, so stdout stays for results."""
-
-    def step(self, message: str) -> AbstractContextManager[object]:
-        return err_console.status(message)
-
-    def note(self, message: str) -> None:
-        err_console.print(f"[yellow]{escape(message)}[/]")
+if TYPE_CHECKING:
+    from infra.local.stack import LocalStack, StackInfo
 
 
 def load_stack(**overrides: object) -> LocalStack:
     """The local stack of this project, with settings from the environment plus `overrides`."""
+    from infra.local.stack import LocalStack, StackSettings
+
     settings = settings_or_fail(StackSettings, "NUMERAI_NODES_", "local stack", **overrides)
-    return LocalStack(settings, reporter=_ConsoleReporter())
+    return LocalStack(settings, reporter=ConsoleReporter())
 
 
 def up(
@@ -61,6 +51,8 @@ def up(
     stack = load_stack(
         prefect_port=prefect_port, gateway_port=gateway_port, sandbox_port=sandbox_port
     )
+    from infra.local.stack import StackAlreadyUp
+
     try:
         info = stack.up(sandbox=sandbox, sandbox_size=sandbox_size)
     except StackAlreadyUp as exc:
@@ -71,8 +63,6 @@ def up(
             ) from None
         err_console.print(str(exc), highlight=False)
         return
-    except (NodeError, CatalogueError) as exc:
-        raise fail(escape(str(exc))) from None
     _print_info(info)
     err_console.print("Stop it with: [bold]numerai-nodes down[/]")
 
@@ -80,11 +70,8 @@ def up(
 def down() -> None:
     """Stop the local stack: the worker first, then the gateway, the sandbox and the server."""
     stack = load_stack()
-    try:
-        with err_console.status("Stopping the local stack"):
-            stopped = stack.down()
-    except NodeError as exc:
-        raise fail(escape(str(exc))) from None
+    with err_console.status("Stopping the local stack"):
+        stopped = stack.down()
     if not stopped:
         err_console.print("The local stack is not running.")
         return
@@ -104,10 +91,7 @@ def status(
 ) -> None:
     """Show the local stack's processes (pid, alive, url, log) and the Prefect UI URL."""
     stack = load_stack()
-    try:
-        info = stack.info()
-    except NodeError as exc:
-        raise fail(escape(str(exc))) from None
+    info = stack.info()
     if as_json:
         data = info.to_json() if info else {"processes": []}
         data["running"] = bool(info) and any(p.alive for p in info.processes)

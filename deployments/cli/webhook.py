@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
-from rich.markup import escape
 
-from deployments.catalogue import CatalogueError, Node, find_node
 from deployments.cli.output import console, err_console, fail
 from deployments.cli.stack import load_stack
-from deployments.webhooks import prefect_api
-from flows.errors import NodeError
-from infra.local.stack import LocalStack
+
+if TYPE_CHECKING:
+    from deployments.catalogue import Node
+    from infra.local.stack import LocalStack
 
 app = typer.Typer(
     help="Per-node webhooks: register them on Numerai, create and rotate their tokens.",
@@ -52,32 +50,34 @@ def register_command(
     On Prefect Cloud this creates or updates the node's Prefect Cloud webhook. On a self-hosted
     server the URL is the gateway's, with the node's token (created when missing).
     """
-    from deployments.webhooks import ensure_token, is_prefect_cloud, mask_url, register
+    from deployments.catalogue import find_node
+    from deployments.webhooks import (
+        ensure_token,
+        is_prefect_cloud,
+        mask_url,
+        prefect_api,
+        register,
+    )
 
-    found = _node(node)
+    found = find_node(node)
     stack = load_stack()
     api_url = _prefect_api_url(stack, local or sandbox)
     cloud = is_prefect_cloud(api_url)
     with prefect_api(api_url):
-        try:
-            numerai = _numerai(stack, found, sandbox)
-            token = None
-            if not cloud:
-                token, created = ensure_token(found.name)
-                if created:
-                    err_console.print(
-                        f"Created the webhook token of node {found.name!r} (Prefect Secret block). "
-                        "Restart the gateway so it accepts it.",
-                        highlight=False,
-                    )
-            base = None if cloud else _public_base(stack, public_url, sandbox)
-            url = register(
-                found, numerai=numerai, prefect_api_url=api_url, public_base=base, token=token
-            )
-        except (NodeError, ValueError) as exc:
-            raise fail(escape(str(exc))) from None
-        except httpx.HTTPError as exc:
-            raise fail(escape(f"Prefect Cloud answered with an error: {exc}")) from None
+        numerai = _numerai(stack, found, sandbox)
+        token = None
+        if not cloud:
+            token, created = ensure_token(found.name)
+            if created:
+                err_console.print(
+                    f"Created the webhook token of node {found.name!r} (Prefect Secret block). "
+                    "Restart the gateway so it accepts it.",
+                    highlight=False,
+                )
+        base = None if cloud else _public_base(stack, public_url, sandbox)
+        url = register(
+            found, numerai=numerai, prefect_api_url=api_url, public_base=base, token=token
+        )
     console.print(
         f"Numerai now calls {mask_url(url)} for model {found.numerai_model!r} (node {found.name}).",
         highlight=False,
@@ -93,9 +93,11 @@ def token_command(
     local: Local = False,
 ) -> None:
     """Create a node's webhook token, or rotate it. A new token is shown once, on stdout."""
+    from deployments.catalogue import find_node
     from deployments.tokens import create_or_rotate, load_token, token_block_name, token_env_var
+    from deployments.webhooks import prefect_api
 
-    found = _node(node)
+    found = find_node(node)
     variable = token_env_var(found.name)
     if os.environ.get(variable):
         raise fail(
@@ -112,10 +114,7 @@ def token_command(
                 highlight=False,
             )
             return
-        try:
-            token = create_or_rotate(found.name)
-        except (NodeError, ValueError, httpx.HTTPError) as exc:
-            raise fail(escape(f"Saving the token failed: {exc}")) from None
+        token = create_or_rotate(found.name)
     err_console.print(
         f"New webhook token of node {found.name!r}, saved in the Prefect Secret block {block!r} "
         "(shown only this once):",
@@ -128,13 +127,6 @@ def token_command(
             f"`numerai-nodes webhook register {found.name}` so Numerai uses the new URL.",
             highlight=False,
         )
-
-
-def _node(name: str) -> Node:
-    try:
-        return find_node(name)
-    except CatalogueError as exc:
-        raise fail(escape(str(exc))) from None
 
 
 def _prefect_api_url(stack: LocalStack, local: bool) -> str:
@@ -160,14 +152,11 @@ def _numerai(stack: LocalStack, node: Node, sandbox: bool):
 
     if not sandbox:
         return connect(node.tournament)
-    keys = stack.sandbox_keys()
-    if keys is None:
+    running = stack.sandbox()
+    if running is None:
         raise fail("The local stack has no sandbox running. Start it: numerai-nodes up --sandbox")
     return NumeraiClient(
-        keys["NUMERAI_API_URL"],
-        keys["NUMERAI_PUBLIC_ID"],
-        keys["NUMERAI_SECRET_KEY"],
-        tournament=node.tournament,
+        running.url, running.public_id, running.secret_key, tournament=node.tournament
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from prefect.settings import PREFECT_API_URL
 
 from deployments.webhooks import prefect_api
+from flows.settings import API_URL_ENV
 from infra.local.stack import LocalStack, StackSettings
 
 
@@ -21,7 +22,7 @@ def local_stack_defaults() -> Iterator[LocalStack | None]:
     if not stack.is_up():
         yield None
         return
-    if "NUMERAI_API_URL" not in os.environ:
+    if API_URL_ENV not in os.environ:
         for key, value in (stack.sandbox_keys() or {}).items():
             os.environ.setdefault(key, value)
     info = stack.info()

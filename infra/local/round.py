@@ -13,6 +13,8 @@ from prefect.exceptions import ObjectNotFound
 
 from deployments.catalogue import Node
 from deployments.runs import find_run
+from flows.errors import NodeError
+from flows.tournaments import CLASSIC, Tournament
 
 
 @dataclass
@@ -39,14 +41,14 @@ class NodeRound:
         return asdict(self)
 
 
-class RoundError(RuntimeError):
+class RoundError(NodeError, RuntimeError):
     """The round could not be opened or followed."""
 
 
-def open_round(sandbox_url: str, tournament: int = 8) -> int:
+def open_round(sandbox_url: str, tournament: Tournament = CLASSIC) -> int:
     """Ask the sandbox to open the next round (it then calls every registered webhook)."""
     response = httpx.post(
-        sandbox_url.rstrip("/") + "/_sandbox/rounds/open", json={"tournament": tournament}
+        sandbox_url.rstrip("/") + "/_sandbox/rounds/open", json={"tournament": int(tournament)}
     )
     if response.status_code != 200:
         raise RoundError(f"The sandbox did not open a round: {response.text[:200]}")

@@ -13,6 +13,7 @@ import yfinance as yf
 
 from flows import prices
 from flows.prices import PriceCache, YahooPriceSource
+from flows.settings import YAHOO_URL_ENV
 from models.signals import map_tickers
 from sandbox.yahoo import FIRST_DAY, create_app, daily_prices, trading_days
 
@@ -105,7 +106,7 @@ def test_a_partial_batch_failure_is_retried_and_the_rest_reported(yahoo):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:yfinance.utils")
 def test_point_yfinance_at_sends_plain_yfinance_to_the_fake(yahoo, monkeypatch):
     base_url, _ = yahoo
-    monkeypatch.delenv(prices.YAHOO_URL_ENV, raising=False)
+    monkeypatch.delenv(YAHOO_URL_ENV, raising=False)
     prices.point_yfinance_at(base_url)
     try:
         history = yf.Ticker("MSFT").history(start="2024-12-02", end="2024-12-07", auto_adjust=True)
@@ -116,10 +117,10 @@ def test_point_yfinance_at_sends_plain_yfinance_to_the_fake(yahoo, monkeypatch):
 
 
 def test_the_url_setting_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv(prices.YAHOO_URL_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv(YAHOO_URL_ENV, "http://127.0.0.1:9")
     assert prices.yahoo_url() == "http://127.0.0.1:9"
     assert prices.yahoo_url("http://other") == "http://other"
-    monkeypatch.delenv(prices.YAHOO_URL_ENV)
+    monkeypatch.delenv(YAHOO_URL_ENV)
     assert prices.yahoo_url() is None
 
 
@@ -273,7 +274,7 @@ def test_the_shipped_exchange_table_maps_common_tickers():
 
 @pytest.mark.live
 def test_real_yahoo_prices_for_two_tickers(monkeypatch):
-    monkeypatch.delenv(prices.YAHOO_URL_ENV, raising=False)
+    monkeypatch.delenv(YAHOO_URL_ENV, raising=False)
     today = dt.date.today()
     source = YahooPriceSource(retries=1)
     frame = source.history(["AAPL", "MSFT"], today - dt.timedelta(days=14), today)

@@ -1,0 +1,27 @@
+"""The node flows this project ships, declared once: entrypoint, flow name and tournament.
+
+The flows take their name and tournament from here, and the node catalogue reads them from here,
+so neither is guessed from a file name. It imports nothing heavy: the CLI reads it for `--help`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flows.tournaments import CLASSIC, SIGNALS, Tournament
+
+
+@dataclass(frozen=True)
+class NodeFlow:
+    """One node flow: where prefect.yaml finds it, its Prefect flow name, its tournament."""
+
+    entrypoint: str
+    flow_name: str
+    tournament: Tournament
+
+
+TOURNAMENT_FLOW = NodeFlow("flows/tournament.py:tournament_node", "tournament-node", CLASSIC)
+SIGNALS_FLOW = NodeFlow("flows/signals.py:signals_node", "signals-node", SIGNALS)
+NODE_FLOWS: dict[str, NodeFlow] = {
+    flow.entrypoint: flow for flow in (TOURNAMENT_FLOW, SIGNALS_FLOW)
+}

@@ -1,0 +1,78 @@
+"""What the local stack sets up on its own Prefect server: the work pool, the deployments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.exceptions import ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from deployments.catalogue import Node
+from deployments.webhooks import prefect_api
+from infra.local.processes import tail
+from infra.local.state import StackError
+from infra.pools import upsert_pool
+
+WORKER_NAME = "numerai-nodes-local"
+_LOG_TAIL_LINES = 20
+
+
+def prefect_command() -> list[str]:
+    """`prefect` as this interpreter runs it."""
+    return [sys.executable, "-m", "prefect"]
+
+
+def create_process_pool(api_url: str, name: str) -> None:
+    """Create (or refresh) the `process` work pool `name` from Prefect's own default template."""
+    with prefect_api(api_url):
+        upsert_pool(name, "process", ProcessWorker.get_default_base_job_template())
+
+
+def worker_online(api_url: str, pool: str, since: datetime) -> bool:
+    """Whether the stack's worker has sent a heartbeat for `pool` since `since`."""
+    try:
+        with SyncPrefectClient(api_url) as client:
+            workers = client.read_workers_for_work_pool(pool)
+    except (httpx.HTTPError, ObjectNotFound):  # the server or the pool is not ready yet
+        return False
+    return any(
+        worker.name == WORKER_NAME
+        and worker.last_heartbeat_time is not None
+        and worker.last_heartbeat_time >= since
+        for worker in workers
+    )
+
+
+def start_deploy(
+    nodes: list[Node], project_dir: Path, env: Mapping[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start `prefect deploy` of `nodes` in the project directory (it runs while others start)."""
+    names = [argument for node in nodes for argument in ("--name", node.full_name)]
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            [*prefect_command(), "--no-prompt", "deploy", *names],
+            cwd=project_dir,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def finish_deploy(deploy: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    """Wait for `prefect deploy`; a failure names its exit code and the end of its output."""
+    try:
+        code = deploy.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"prefect deploy did not finish in {timeout:.0f} s; see {log}") from None
+    if code != 0:
+        raise StackError(
+            f"prefect deploy failed (exit code {code}). The end of its output "
+            f"({log}):\n{tail(log, _LOG_TAIL_LINES)}"
+        )
