@@ -28,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.tournaments import CLASSIC  # noqa: E402
 from infra.local.stack import LocalStack, StackSettings  # noqa: E402
 from tests.integration.servers import free_port  # noqa: E402
 
@@ -76,7 +77,8 @@ def _stack(project: Path, home: Path):
 def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, float]]:
     """Open a round; return (webhook→created, webhook→submission) seconds per node."""
     base = info.sandbox_url.rstrip("/")
-    number = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": 8}).json()["number"]
+    opened = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": int(CLASSIC)})
+    number = opened.json()["number"]
     deadline = time.monotonic() + timeout
     while True:
         subs = httpx.get(f"{base}/_sandbox/submissions").json()

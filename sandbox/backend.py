@@ -8,17 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from flows.tournaments import CLASSIC, SIGNALS
 from sandbox.catalog import DatasetCatalog
-from sandbox.state import (
-    CLASSIC,
-    SIGNALS,
-    ModelRecord,
-    RoundRecord,
-    SandboxError,
-    SandboxState,
-    SubmissionRecord,
-    iso,
-)
+from sandbox.errors import SandboxError
+from sandbox.state import ModelRecord, RoundRecord, SandboxState, SubmissionRecord, iso
 from sandbox.submissions import CheckedPredictions, check_classic, check_signals
 
 

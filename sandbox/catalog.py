@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow.parquet as pq
 
+from sandbox.errors import SandboxConfigError
+
 
 @runtime_checkable
 class DatasetCatalog(Protocol):
@@ -37,7 +39,7 @@ def read_ids(path: Path) -> list[str]:
         meta = schema.pandas_metadata or {}
         index_columns = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
         if not index_columns:
-            raise ValueError(f"{path.name} has no `id` column")
+            raise SandboxConfigError(f"{path.name} has no `id` column")
         column = index_columns[0]
     return [str(v) for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
 
@@ -48,7 +50,7 @@ class DirectoryCatalog:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir).resolve()
         if not self.data_dir.is_dir():
-            raise ValueError(f"--data-dir {data_dir} is not a directory")
+            raise SandboxConfigError(f"--data-dir {data_dir} is not a directory")
         self._live_ids: list[str] | None = None
 
     def files(self, round_number: int) -> list[str]:
@@ -69,7 +71,7 @@ class DirectoryCatalog:
             self.data_dir.glob("live.parquet")
         )
         if not candidates:
-            raise ValueError(f"no live.parquet under {self.data_dir}")
+            raise SandboxConfigError(f"no live.parquet under {self.data_dir}")
         return candidates[-1]
 
     def live_ids(self, round_number: int) -> list[str]:

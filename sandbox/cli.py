@@ -1,11 +1,15 @@
 """`sandbox` commands: serve a local Numerai, and drive a running one through its admin API."""
 
+# The project CLI mounts this app, so importing it must stay light for `--help`: the runner (data
+# generation with numpy/pyarrow/pandas, uvicorn and the server) is imported only when serving.
+
 from __future__ import annotations
 
 import json
 import os
 import signal
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,12 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.tournaments import CLASSIC, TOURNAMENT_HELP
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, SIZE_NAMES
 from sandbox.ready import SandboxReady
 
 if TYPE_CHECKING:
     from sandbox.runner import Sandbox
-from sandbox.state import CLASSIC
 
 app = typer.Typer(
     help="A local Numerai (GraphQL API, datasets, uploads, rounds) for tests and dry runs.",
@@ -44,18 +48,16 @@ Models = Annotated[
     list[str] | None,
     typer.Option("--model", help="A model name (repeatable); `name:signals` puts it in Signals."),
 ]
+_READY_FIELDS = ", ".join(f.name for f in fields(SandboxReady))
 ReadyFile = Annotated[
     Path | None,
-    typer.Option(
-        help="Write {url, yahoo_url, public_id, secret_key, models, model_tournaments, pid} "
-        "as JSON once listening."
-    ),
+    typer.Option(help=f"Write JSON with {_READY_FIELDS} (mode 0600) once listening."),
 ]
 Url = Annotated[
     str,
     typer.Option(envvar="NUMERAI_API_URL", help="The running sandbox's URL (GraphQL endpoint)."),
 ]
-Tournament = Annotated[int, typer.Option(help="Tournament id: 8 Classic, 11 Signals, 12 Crypto.")]
+TournamentId = Annotated[int, typer.Option(help=f"Tournament id: {TOURNAMENT_HELP}.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 DEFAULT_ROOT = Path(".numerai-nodes/sandbox")
@@ -106,7 +108,7 @@ def serve(
     # interrupts while that thread is inside Event.wait.
     stopping: list[int] = []
     previous = {s: signal.signal(s, lambda sig, _: stopping.append(sig)) for s in _STOP_SIGNALS}
-    from sandbox.runner import Sandbox  # data generation and the server: only when serving
+    from sandbox.runner import Sandbox  # heavy: see the comment at the top
 
     sandbox = Sandbox(
         root,
@@ -200,14 +202,14 @@ def _print_round(data: dict[str, Any], as_json: bool, verb: str) -> None:
 
 
 @app.command("open-round")
-def open_round(url: Url, tournament: Tournament = CLASSIC, as_json: AsJson = False) -> None:
+def open_round(url: Url, tournament: TournamentId = CLASSIC, as_json: AsJson = False) -> None:
     """Open the next round, with new live data."""
     data = _admin("POST", url, "rounds/open", json={"tournament": tournament})
     _print_round(data, as_json, "open")
 
 
 @app.command("close-round")
-def close_round(url: Url, tournament: Tournament = CLASSIC, as_json: AsJson = False) -> None:
+def close_round(url: Url, tournament: TournamentId = CLASSIC, as_json: AsJson = False) -> None:
     """Close the current round for submissions."""
     data = _admin("POST", url, "rounds/close", json={"tournament": tournament})
     _print_round(data, as_json, "closed")

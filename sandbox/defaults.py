@@ -3,4 +3,4 @@
 DEFAULT_PUBLIC_ID = "sandbox-public-id"
 DEFAULT_SECRET_KEY = "sandbox-secret-key"
 DEFAULT_MODELS = ("sandbox_model", "sandbox_signals:signals")
-SIZE_NAMES = ("tiny", "small", "bench")  # the presets of sandbox.data.SIZES
+SIZE_NAMES = ("tiny", "small", "bench")  # the presets of sandbox.sizes.SIZES

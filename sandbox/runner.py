@@ -12,14 +12,16 @@ from types import TracebackType
 import uvicorn
 from starlette.routing import BaseRoute, Mount
 
+from flows.tournaments import CLASSIC, SIGNALS
 from sandbox.backend import Backend
 from sandbox.catalog import DatasetCatalog, DirectoryCatalog
-from sandbox.data import DATA_VERSION, SyntheticClassic, size_preset
+from sandbox.classic_data import SyntheticClassic
+from sandbox.classic_spec import DATA_VERSION
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY
 from sandbox.server import create_app
 from sandbox.signals_data import SIGNALS_VERSION, SyntheticSignals
-from sandbox.state import CLASSIC, FIRST_ROUND, SIGNALS, Clock, Faults, SandboxState, utc_now
-from sandbox.state import SubmissionRecord as SubmissionRecord
+from sandbox.sizes import size_preset
+from sandbox.state import FIRST_ROUND, Clock, Faults, SandboxState, SubmissionRecord, utc_now
 from sandbox.webhooks import WebhookDelivery
 from sandbox.yahoo import YahooFake
 from sandbox.yahoo import create_app as create_yahoo_app
@@ -32,8 +34,8 @@ _STOP_TIMEOUT_S = 10.0
 class Sandbox:
     """A running local Numerai. Use as a context manager, or call `start()` and `stop()`.
 
-    It serves Classic (tournament 8) and Signals (11) datasets, and under `yahoo_url` a fake of
-    Yahoo Finance with the daily prices the Signals targets were made from.
+    It serves Classic and Signals datasets, and under `yahoo_url` a fake of Yahoo Finance with
+    the daily prices the Signals targets were made from.
     """
 
     def __init__(

@@ -9,18 +9,19 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from graphql import ExecutionResult, GraphQLResolveInfo, GraphQLSchema, build_schema, graphql_sync
-
-from sandbox.backend import Backend, first_effective_date
-from sandbox.state import (
-    CLASSIC,
-    SIGNALS,
-    ModelRecord,
-    RoundRecord,
-    SandboxError,
-    SubmissionRecord,
-    iso,
+from graphql import (
+    ExecutionResult,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    build_schema,
+    graphql_sync,
 )
+
+from flows.tournaments import CLASSIC, SIGNALS
+from sandbox.backend import Backend, first_effective_date
+from sandbox.errors import SandboxError
+from sandbox.state import ModelRecord, RoundRecord, SubmissionRecord, iso
 
 SDL = """
 enum RoundStatus { UPCOMING OPEN RESOLVING RESOLVED }
@@ -436,8 +437,9 @@ def schema() -> GraphQLSchema:
     built = build_schema(SDL)
     for type_name, fields in _RESOLVERS.items():
         graphql_type = built.get_type(type_name)
+        assert isinstance(graphql_type, GraphQLObjectType), f"SDL has no object type {type_name}"
         for field_name, resolver in fields.items():
-            graphql_type.fields[field_name].resolve = resolver  # type: ignore[union-attr]
+            graphql_type.fields[field_name].resolve = resolver
     return built
 
 

@@ -15,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from flows.tournaments import CLASSIC, Tournament
 from sandbox.backend import Backend
+from sandbox.errors import SandboxError
 from sandbox.schema import RequestContext, execute, round_json
-from sandbox.state import CLASSIC, TOURNAMENTS, SandboxError
+from sandbox.state import Faults
 from sandbox.webhooks import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -28,12 +30,24 @@ def _errors(message: str) -> JSONResponse:
     return JSONResponse({"data": None, "errors": [{"message": message}]})
 
 
-def _tournament(request: Request, body: dict[str, Any] | None = None) -> int:
+def _tournament(request: Request, body: dict[str, Any] | None = None) -> Tournament:
+    """The `tournament` of a JSON body or query, by id or label; Classic without one."""
     raw = (body or {}).get("tournament", request.query_params.get("tournament", CLASSIC))
     try:
+        return Tournament.parse(raw)
+    except ValueError as exc:  # Tournament.parse raises a plain ValueError naming the valid ones
+        raise SandboxError(str(exc)) from None
+
+
+def _round(request: Request) -> int | None:
+    """The `round` query parameter; None (the current round) without one."""
+    raw = request.query_params.get("round")
+    if not raw:
+        return None
+    try:
         return int(raw)
-    except (TypeError, ValueError):
-        raise SandboxError(f"tournament must be an integer, not {raw!r}") from None
+    except ValueError:  # int() of text that is not a number
+        raise SandboxError(f"round must be a round number, not {raw!r}") from None
 
 
 class SandboxApp:
@@ -44,7 +58,7 @@ class SandboxApp:
         self.webhooks = webhooks
 
     @property
-    def faults(self):
+    def faults(self) -> Faults:
         return self.backend.state.faults
 
     async def _latency(self) -> None:
@@ -88,13 +102,11 @@ class SandboxApp:
     async def files(self, request: Request) -> Response:
         await self._latency()
         filename = request.path_params["path"]
-        raw_round = request.query_params.get("round")
         try:
-            round_number = int(raw_round) if raw_round else None
             path = await run_in_threadpool(
-                self.backend.dataset_path, _tournament(request), filename, round_number
+                self.backend.dataset_path, _tournament(request), filename, _round(request)
             )
-        except (SandboxError, ValueError) as exc:
+        except SandboxError as exc:
             return PlainTextResponse(str(exc), status_code=404)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, filename=None)
@@ -119,9 +131,7 @@ class SandboxApp:
     async def admin_state(self, request: Request) -> Response:
         state = self.backend.state
         now = state.clock()
-        rounds = {}
-        for tournament in TOURNAMENTS.values():
-            rounds[str(tournament)] = state.current_round(tournament).to_json(now)
+        rounds = {str(t.value): state.current_round(t).to_json(now) for t in Tournament}
         return JSONResponse(
             {
                 "username": state.username,
@@ -164,7 +174,10 @@ class SandboxApp:
         raw = await request.body()
         if not raw.strip():
             return {}
-        body = json.loads(raw)
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SandboxError(f"the request body is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise SandboxError("send a JSON object")
         return body
@@ -173,7 +186,7 @@ class SandboxApp:
         try:
             tournament = _tournament(request, await self._json_body(request))
             rnd = await run_in_threadpool(self.backend.open_round, tournament)
-        except (SandboxError, ValueError, KeyError) as exc:
+        except SandboxError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(round_json(rnd))
 
@@ -181,7 +194,7 @@ class SandboxApp:
         try:
             tournament = _tournament(request, await self._json_body(request))
             rnd = self.backend.state.close_round(tournament)
-        except (SandboxError, ValueError, KeyError) as exc:
+        except SandboxError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(round_json(rnd))
 
@@ -189,7 +202,7 @@ class SandboxApp:
         if request.method == "POST":
             try:
                 self.faults.update(await self._json_body(request))
-            except (SandboxError, ValueError, TypeError) as exc:
+            except SandboxError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(self.faults.to_json())
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sandbox.data import TARGET_BINS, TARGET_SHARES, _rank_bins, size_preset
+from sandbox.bins import FEATURE_EDGES, rank_bins, target_bins
+from sandbox.errors import SandboxConfigError
+from sandbox.sizes import size_preset
 from sandbox.state import FIRST_ROUND
 from sandbox.yahoo import FIRST_DAY, daily_prices, trading_days
 
@@ -174,7 +176,7 @@ class SignalsSpec:
             }
             columns["row"].append(tickers)
             for name in FEATURES:
-                columns[name].append(_rank_bins(raw[name], np.arange(1, 5) / 5.0))
+                columns[name].append(rank_bins(raw[name], FEATURE_EDGES))
             horizons = (TARGET_DAYS, TARGET_DAYS, AUX_TARGET_DAYS)
             for name, horizon in zip(TARGETS, horizons, strict=True):
                 resolved = with_targets and now + horizon < len(days)
@@ -194,11 +196,9 @@ class SignalsSpec:
         return frame
 
 
-def _binned_returns(close: np.ndarray, now: int, horizon: int, tickers: np.ndarray):
+def _binned_returns(close: np.ndarray, now: int, horizon: int, tickers: np.ndarray) -> np.ndarray:
     """Forward returns over `horizon` trading days, binned 5/20/50/20/5 % by rank into 0..1."""
-    forward = close[now + horizon, tickers] / close[now, tickers]
-    edges = np.cumsum(TARGET_SHARES)[:-1]
-    return np.asarray(TARGET_BINS, dtype=np.float32)[_rank_bins(forward, edges)]
+    return target_bins(close[now + horizon, tickers] / close[now, tickers])
 
 
 def _roots(rng: np.random.Generator, style: str, count: int) -> list[str]:
@@ -244,7 +244,9 @@ class SyntheticSignals:
     ) -> None:
         size_preset(size)  # one set of size names for every catalogue
         if first_friday.weekday() != 4:
-            raise ValueError(f"first_friday must be a Friday, not {first_friday:%A %Y-%m-%d}")
+            raise SandboxConfigError(
+                f"first_friday must be a Friday, not {first_friday:%A %Y-%m-%d}"
+            )
         self.spec = SignalsSpec(SIGNALS_SIZES[size], seed, first_round, first_friday)
         self.version = version
         name = (

@@ -9,22 +9,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-CLASSIC, SIGNALS, CRYPTO = 8, 11, 12
-TOURNAMENTS = {"classic": CLASSIC, "signals": SIGNALS, "crypto": CRYPTO}
+from flows.tournaments import CLASSIC, Tournament
+from flows.tournaments import SIGNALS as SIGNALS  # re-exported: tests/flows import it from here
+from sandbox.errors import AuthError, SandboxConfigError, SandboxError
+
 FIRST_ROUND = 1000
 ROUND_LENGTH = timedelta(days=1)
 RESOLVE_AFTER = timedelta(days=30)
 _ID_NAMESPACE = uuid.UUID("6f1f6d35-0c1e-4d0e-9a7a-5b1c2a3d4e5f")
 
 Clock = Callable[[], datetime]
-
-
-class SandboxError(ValueError):
-    """A request the sandbox refuses; its message goes back to the client as a GraphQL error."""
-
-
-class AuthError(SandboxError):
-    """Missing or wrong API keys."""
 
 
 def utc_now() -> datetime:
@@ -51,21 +45,17 @@ class ManualClock:
         return self.now
 
 
-def parse_model_spec(spec: str) -> tuple[str, int]:
-    """`name` is a Classic model; `name:signals` or `name:11` names the tournament too."""
+def parse_model_spec(spec: str) -> tuple[str, Tournament]:
+    """`name` is a Classic model; `name:signals` (or `name:<tournament id>`) names another."""
     name, _, tournament = spec.partition(":")
     if not name:
-        raise ValueError(f"empty model name in {spec!r}")
+        raise SandboxConfigError(f"empty model name in {spec!r}")
     if not tournament:
         return name, CLASSIC
-    if tournament.isdigit():
-        return name, int(tournament)
     try:
-        return name, TOURNAMENTS[tournament.lower()]
-    except KeyError:
-        raise ValueError(
-            f"unknown tournament {tournament!r} in model {spec!r}; use one of {sorted(TOURNAMENTS)}"
-        ) from None
+        return name, Tournament.parse(tournament)
+    except ValueError as exc:  # Tournament.parse raises a plain ValueError naming the valid ones
+        raise SandboxConfigError(f"model {spec!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -142,6 +132,16 @@ class UploadRecord:
     compute_id: str | None = None
 
 
+def _seconds(value: object) -> float:
+    """A latency from JSON: a number (or numeric text) of seconds; below 0 means 0."""
+    if isinstance(value, int | float | str):
+        try:
+            return max(0.0, float(value))
+        except ValueError:  # float() of text that is not a number
+            pass
+    raise SandboxError(f"latency_s must be a number of seconds, not {value!r}")
+
+
 @dataclass
 class Faults:
     """Failures the sandbox injects on purpose."""
@@ -151,17 +151,17 @@ class Faults:
     latency_s: float = 0.0
 
     def update(self, changes: dict[str, object]) -> None:
-        """Apply a partial update from JSON; unknown names are a ValueError."""
+        """Apply a partial update from JSON; unknown names or a bad latency are a SandboxError."""
         unknown = set(changes) - {"reject_uploads", "graphql_error", "latency_s"}
         if unknown:
-            raise ValueError(f"unknown faults {sorted(unknown)}")
+            raise SandboxError(f"unknown faults {sorted(unknown)}")
+        latency = _seconds(changes["latency_s"]) if "latency_s" in changes else self.latency_s
         if "reject_uploads" in changes:
             self.reject_uploads = bool(changes["reject_uploads"])
         if "graphql_error" in changes:
             value = changes["graphql_error"]
             self.graphql_error = None if value in (None, "") else str(value)
-        if "latency_s" in changes:
-            self.latency_s = max(0.0, float(changes["latency_s"]))  # type: ignore[arg-type]
+        self.latency_s = latency
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -204,7 +204,7 @@ class SandboxState:
         for spec in models:
             self.add_model(*parse_model_spec(spec))
         now = clock()
-        for tournament in TOURNAMENTS.values():
+        for tournament in Tournament:
             self._store.rounds[tournament] = [self._new_round(tournament, first_round, now)]
 
     # --- auth -------------------------------------------------------------------------------
@@ -257,13 +257,17 @@ class SandboxState:
         with self._lock:
             return list(reversed(self._store.rounds.get(tournament, [])))
 
+    def _rounds_of(self, tournament: int) -> list[RoundRecord]:
+        """The live list of a tournament's rounds (call with the lock held)."""
+        rounds = self._store.rounds.get(tournament)
+        if not rounds:
+            raise SandboxError(f"tournament {tournament} does not exist in this sandbox")
+        return rounds
+
     def current_round(self, tournament: int = CLASSIC) -> RoundRecord:
         """The newest round, open or closed."""
         with self._lock:
-            rounds = self._store.rounds.get(tournament)
-            if not rounds:
-                raise SandboxError(f"tournament {tournament} does not exist in this sandbox")
-            return rounds[-1]
+            return self._rounds_of(tournament)[-1]
 
     def round(self, tournament: int, number: int) -> RoundRecord | None:
         with self._lock:
@@ -275,7 +279,7 @@ class SandboxState:
         """Close the current round (if still open) and open the next one now."""
         now = self.clock()
         with self._lock:
-            rounds = self._store.rounds[tournament]
+            rounds = self._rounds_of(tournament)
             last = rounds[-1]
             if last.close_time > now:
                 rounds[-1] = replace(last, close_staking_time=now, close_time=now)
@@ -286,7 +290,7 @@ class SandboxState:
         """Put the current round's close times in the past; it stays the current round."""
         now = self.clock() - timedelta(seconds=1)
         with self._lock:
-            rounds = self._store.rounds[tournament]
+            rounds = self._rounds_of(tournament)
             last = rounds[-1]
             rounds[-1] = replace(
                 last,

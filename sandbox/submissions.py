@@ -8,16 +8,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sandbox.state import SandboxError
+from sandbox.errors import SubmissionRejected
 
 SIGNALS_TICKER_COLUMNS = ("numerai_ticker", "bloomberg_ticker", "ticker")
 SIGNALS_VALUE_COLUMNS = ("signal", "prediction")
 SIGNALS_MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer valid tickers
 _EXAMPLES = 3
-
-
-class SubmissionRejected(SandboxError):
-    """The uploaded predictions are not acceptable."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ def read_csv(data: bytes) -> pd.DataFrame:
         raise SubmissionRejected("the uploaded predictions file is empty")
     try:
         return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # pandas: not CSV (ParserError, EmptyDataError) or not text
         raise SubmissionRejected(f"the uploaded predictions are not a readable CSV: {exc}") from exc
 
 

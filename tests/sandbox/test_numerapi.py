@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import requests
 
+from flows.tournaments import CLASSIC, SIGNALS
 from sandbox.runner import Sandbox
 from sandbox.state import ManualClock
 
@@ -38,7 +39,7 @@ def test_list_datasets(napi: numerapi.NumerAPI):
 def test_download_every_dataset(napi: numerapi.NumerAPI, sandbox: Sandbox, tmp_path: Path):
     for name in napi.list_datasets():
         dest = napi.download_dataset(name, str(tmp_path / name))
-        served = sandbox.backend.dataset_path(8, name, None)
+        served = sandbox.backend.dataset_path(CLASSIC, name, None)
         assert Path(dest).read_bytes() == served.read_bytes()
     live = pd.read_parquet(tmp_path / "v5.2/live.parquet")
     assert list(live.index) == sandbox.live_ids()
@@ -47,7 +48,7 @@ def test_download_every_dataset(napi: numerapi.NumerAPI, sandbox: Sandbox, tmp_p
 def test_download_resumes_a_partial_temp_file(
     napi: numerapi.NumerAPI, sandbox: Sandbox, tmp_path: Path
 ):
-    served = sandbox.backend.dataset_path(8, "v5.2/train.parquet", None).read_bytes()
+    served = sandbox.backend.dataset_path(CLASSIC, "v5.2/train.parquet", None).read_bytes()
     dest = tmp_path / "train.parquet"
     # numerapi resumes from `<dest>.temp` with `Range: bytes=N-`; a server that ignored the
     # range would append the whole file after these bytes.
@@ -116,7 +117,7 @@ def test_upload_predictions_end_to_end(
     raw = napi.raw_query(SUBMISSIONS_QUERY, {"modelId": model_id}, authorization=True)
     [entry] = raw["data"]["submissions"]
     assert entry["triggerId"] == "trigger-123"
-    assert entry["round"] == {"number": 1000, "tournament": 8}
+    assert entry["round"] == {"number": 1000, "tournament": CLASSIC}
     [record] = sandbox.submissions("sandbox_model")
     assert record.id == submission_id and record.trigger_id == "trigger-123"
     assert record.row_count == 200 and set(record.ids) == set(sandbox.live_ids())
@@ -199,11 +200,11 @@ def test_signals_submission(data_root: Path, point_numerapi):
         point_numerapi(sb)
         api = numerapi.SignalsAPI(sb.public_id, sb.secret_key, verbosity="critical")
         assert "signals/v2.0/live.parquet" in api.list_datasets()
-        tickers = [*sb.live_ids(11)[:120], "NOT LIVE"]  # Numerai ignores tickers not live
+        tickers = [*sb.live_ids(SIGNALS)[:120], "NOT LIVE"]  # Numerai ignores tickers not live
         frame = pd.DataFrame({"numerai_ticker": tickers, "signal": np.linspace(0.1, 0.9, 121)})
         submission_id = api.upload_predictions(df=frame, model_id=sb.models["sig"])
         [record] = sb.submissions("sig")
-        assert record.id == submission_id and record.tournament == 11
+        assert record.id == submission_id and record.tournament == SIGNALS
         assert record.ids == tuple(tickers)
         with pytest.raises(ValueError, match="only 99 of the 99 tickers are in the live universe"):
             api.upload_predictions(df=frame.iloc[:99], model_id=sb.models["sig"])
@@ -213,7 +214,7 @@ def test_signals_submission(data_root: Path, point_numerapi):
 def test_reject_uploads_makes_the_put_fail(napi: numerapi.NumerAPI, sandbox: Sandbox):
     sandbox.faults.reject_uploads = True
     model_id = sandbox.models["sandbox_model"]
-    auth = napi._upload_auth("submission_upload_auth", "p.csv", 8, model_id)
+    auth = napi._upload_auth("submission_upload_auth", "p.csv", CLASSIC, model_id)
     response = requests.put(auth["url"], data=b"id,prediction\n", timeout=10)
     assert response.status_code == 403 and "reject_uploads" in response.text
     # numerapi ignores the PUT status; the create call then says what happened
@@ -258,7 +259,7 @@ def test_other_numerapi_reads_validate_against_the_schema(
     napi.upload_predictions(df=_predictions(sandbox.live_ids()), model_id=model_id)
     assert napi.modelid_to_modelname(model_id) == "sandbox_model"
     [filename] = napi.get_submission_filenames(model_id=model_id)
-    assert filename["round_num"] == 1000 and filename["tournament"] == 8
+    assert filename["round_num"] == 1000 and filename["tournament"] == CLASSIC
     assert [c["number"] for c in napi.get_competitions()] == [1000]
     assert napi.list_rounds(status="open")[0]["number"] == 1000
     assert napi.list_rounds(status="resolved") == []

@@ -11,15 +11,17 @@ import numerapi
 import pandas as pd
 import pytest
 
+from flows.tournaments import CLASSIC
+from sandbox.errors import SandboxConfigError
 from sandbox.runner import Sandbox
 
 
 def _file_url(sandbox: Sandbox, name: str) -> str:
-    return f"{sandbox.url}files/{name}?tournament=8&round={sandbox.current_round()}"
+    return f"{sandbox.url}files/{name}?tournament={CLASSIC.value}&round={sandbox.current_round()}"
 
 
 def test_files_advertise_length_and_ranges(sandbox: Sandbox):
-    served = sandbox.backend.dataset_path(8, "v5.2/validation.parquet", None).read_bytes()
+    served = sandbox.backend.dataset_path(CLASSIC, "v5.2/validation.parquet", None).read_bytes()
     url = _file_url(sandbox, "v5.2/validation.parquet")
     whole = httpx.get(url)
     assert whole.status_code == 200 and whole.content == served
@@ -36,11 +38,14 @@ def test_files_advertise_length_and_ranges(sandbox: Sandbox):
 def test_unknown_file_and_unknown_upload_are_404(sandbox: Sandbox):
     assert httpx.get(f"{sandbox.url}files/../secrets.txt").status_code == 404
     assert httpx.get(f"{sandbox.url}files/v5.2/nope.parquet").status_code == 404
+    bad_round = httpx.get(f"{sandbox.url}files/v5.2/live.parquet", params={"round": "last"})
+    assert bad_round.status_code == 404 and "round must be a round number" in bad_round.text
     assert httpx.put(f"{sandbox.url}uploads/never-issued", content=b"x").status_code == 404
 
 
 def test_bad_graphql_is_an_error_not_a_5xx(sandbox: Sandbox):
-    for body in ({"query": "{ nope }"}, {"variables": {}}, "not an object"):
+    bodies: tuple[object, ...] = ({"query": "{ nope }"}, {"variables": {}}, "not an object")
+    for body in bodies:
         response = httpx.post(sandbox.url, json=body)
         assert response.status_code == 200 and response.json()["errors"][0]["message"]
     assert httpx.post(sandbox.url, content=b"{not json").json()["errors"]
@@ -49,7 +54,8 @@ def test_bad_graphql_is_an_error_not_a_5xx(sandbox: Sandbox):
 def test_admin_state_has_no_keys(sandbox: Sandbox):
     state = httpx.get(f"{sandbox.url}_sandbox/state").json()
     assert state["models"][0]["name"] == "sandbox_model"
-    assert state["rounds"]["8"]["number"] == 1000 and state["rounds"]["8"]["isOpen"]
+    classic = state["rounds"][str(CLASSIC.value)]
+    assert classic["number"] == 1000 and classic["isOpen"]
     text = httpx.get(f"{sandbox.url}_sandbox/state").text
     assert sandbox.secret_key not in text and sandbox.public_id not in text
     assert httpx.get(f"{sandbox.url}healthz").json() == {"status": "ok"}
@@ -68,12 +74,16 @@ def test_admin_rounds_and_submissions(sandbox: Sandbox, point_numerapi):
     assert set(with_ids[0]["ids"]) == set(sandbox.live_ids())
     assert httpx.get(f"{sandbox.url}_sandbox/submissions", params={"model": "x"}).json() == []
 
-    closed = httpx.post(f"{sandbox.url}_sandbox/rounds/close", json={"tournament": 8}).json()
+    closed = httpx.post(
+        f"{sandbox.url}_sandbox/rounds/close", json={"tournament": CLASSIC.label}
+    ).json()
     assert closed["number"] == 1000 and api.check_round_open() is False
     opened = httpx.post(f"{sandbox.url}_sandbox/rounds/open").json()
     assert opened["number"] == 1001 == api.get_current_round()
     bad = httpx.post(f"{sandbox.url}_sandbox/rounds/open", json={"tournament": "x"})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and "Unknown tournament 'x'" in bad.json()["error"]
+    not_json = httpx.post(f"{sandbox.url}_sandbox/rounds/close", content=b"{nope")
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
 
 
 def test_admin_faults(sandbox: Sandbox):
@@ -86,6 +96,7 @@ def test_admin_faults(sandbox: Sandbox):
         "errors": [{"message": "boom"}],
     }
     assert httpx.post(url, json={"nope": 1}).status_code == 400
+    assert httpx.post(url, json={"latency_s": [1]}).status_code == 400
     httpx.post(url, json={"graphql_error": None, "latency_s": 0.3})
     started = time.monotonic()
     httpx.post(sandbox.url, json={"query": "{ listDatasets }"})
@@ -101,7 +112,7 @@ def test_data_dir_serves_real_files(sandbox: Sandbox, tmp_path: Path, point_nume
     real = tmp_path / "real"
     for name in ("v5.2/live.parquet", "v5.2/features.json"):
         (real / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(sandbox.backend.dataset_path(8, name, None), real / name)
+        shutil.copy(sandbox.backend.dataset_path(CLASSIC, name, None), real / name)
     with Sandbox(tmp_path / "root", data_dir=real) as sb:
         point_numerapi(sb)
         api = numerapi.NumerAPI(sb.public_id, sb.secret_key, verbosity="critical")
@@ -117,7 +128,7 @@ def test_data_dir_serves_real_files(sandbox: Sandbox, tmp_path: Path, point_nume
 
 
 def test_bad_size_and_missing_data_dir_fail_early(tmp_path: Path):
-    with pytest.raises(ValueError, match="unknown sandbox size"):
+    with pytest.raises(SandboxConfigError, match="unknown sandbox size"):
         Sandbox(tmp_path, size="huge")
-    with pytest.raises(ValueError, match="is not a directory"):
+    with pytest.raises(SandboxConfigError, match="is not a directory"):
         Sandbox(tmp_path, data_dir=tmp_path / "missing")

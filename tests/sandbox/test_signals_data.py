@@ -11,12 +11,19 @@ import pandas as pd
 import pytest
 
 from flows.prices import load_exchange_table
+from flows.tournaments import SIGNALS
 from models.signals import map_tickers
 from sandbox.runner import Sandbox
 from sandbox.signals_data import SIGNALS_VERSION, TARGET_DAYS, SyntheticSignals
 from sandbox.yahoo import FIRST_DAY, daily_prices, trading_days
 
 ROUND = 1000
+
+
+def _path(catalog: SyntheticSignals, name: str) -> Path:
+    path = catalog.path(name, ROUND)
+    assert path is not None, f"{name} is not served"
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +35,7 @@ def catalog(data_root: Path) -> SyntheticSignals:
 
 @pytest.fixture(scope="module")
 def train(catalog: SyntheticSignals) -> pd.DataFrame:
-    return pd.read_parquet(catalog.path(f"{SIGNALS_VERSION}/train.parquet", ROUND))
+    return pd.read_parquet(_path(catalog, f"{SIGNALS_VERSION}/train.parquet"))
 
 
 def test_files_columns_and_fridays(catalog: SyntheticSignals, train: pd.DataFrame):
@@ -37,8 +44,8 @@ def test_files_columns_and_fridays(catalog: SyntheticSignals, train: pd.DataFram
         "signals/v2.0/validation.parquet",
         "signals/v2.0/live.parquet",
     ]
-    validation = pd.read_parquet(catalog.path("signals/v2.0/validation.parquet", ROUND))
-    live = pd.read_parquet(catalog.path("signals/v2.0/live.parquet", ROUND))
+    validation = pd.read_parquet(_path(catalog, "signals/v2.0/validation.parquet"))
+    live = pd.read_parquet(_path(catalog, "signals/v2.0/live.parquet"))
     for frame, kind in ((train, "train"), (validation, "validation"), (live, "live")):
         assert list(frame.columns[:3]) == ["numerai_ticker", "date", "data_type"]
         assert (frame["data_type"] == kind).all()
@@ -98,14 +105,14 @@ def test_targets_are_binned_ranks_of_the_fakes_forward_returns(
 def test_generation_is_deterministic(tmp_path: Path, catalog: SyntheticSignals):
     again = SyntheticSignals(tmp_path, size="tiny", seed=0)
     name = "signals/v2.0/live.parquet"
-    assert again.path(name, ROUND).read_bytes() == catalog.path(name, ROUND).read_bytes()
+    assert _path(again, name).read_bytes() == _path(catalog, name).read_bytes()
     other = SyntheticSignals(tmp_path, size="tiny", seed=1)
     assert other.spec.yahoo_symbols != catalog.spec.yahoo_symbols
 
 
 def test_the_sandbox_serves_signals_data_and_the_yahoo_fake(sandbox: Sandbox):
     assert "sandbox_signals" in sandbox.models
-    assert sandbox.live_ids(11) == sandbox.signals.live_ids(ROUND)
+    assert sandbox.live_ids(SIGNALS) == sandbox.signals.live_ids(ROUND)
     symbol = sandbox.signals.yahoo_symbols[0]
     chart = httpx.get(f"{sandbox.yahoo_url}/v8/finance/chart/{symbol}", params={"range": "5d"})
     assert chart.status_code == 200

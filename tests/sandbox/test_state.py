@@ -6,16 +6,22 @@ from datetime import timedelta
 
 import pytest
 
+from flows.tournaments import CLASSIC, CRYPTO, SIGNALS
+from sandbox.errors import AuthError, SandboxConfigError, SandboxError
 from sandbox.state import (
-    CLASSIC,
-    SIGNALS,
-    AuthError,
     Faults,
     ManualClock,
-    SandboxError,
+    ModelRecord,
     SandboxState,
+    TriggerRecord,
     parse_model_spec,
 )
+
+
+def _model(state: SandboxState, name: str) -> ModelRecord:
+    model = state.model_by_name(name)
+    assert model is not None, f"no model {name}"
+    return model
 
 
 @pytest.fixture
@@ -53,11 +59,13 @@ def test_authenticate_accepts_the_keys(state: SandboxState):
 def test_model_specs_and_stable_ids(state: SandboxState):
     assert parse_model_spec("m") == ("m", CLASSIC)
     assert parse_model_spec("s:signals") == ("s", SIGNALS)
-    assert parse_model_spec("c:12") == ("c", 12)
-    with pytest.raises(ValueError, match="unknown tournament"):
+    assert parse_model_spec(f"c:{CRYPTO.value}") == ("c", CRYPTO)
+    with pytest.raises(SandboxConfigError, match="model 'x:chess': Unknown tournament 'chess'"):
         parse_model_spec("x:chess")
+    with pytest.raises(SandboxConfigError, match="empty model name"):
+        parse_model_spec(":signals")
     again = SandboxState(public_id="pub", secret_key="other", models=("m",))
-    assert again.model_by_name("m").id == state.model_by_name("m").id
+    assert _model(again, "m").id == _model(state, "m").id
     assert [m.name for m in state.models(SIGNALS)] == ["s"]
 
 
@@ -68,19 +76,21 @@ def test_rounds_open_close_and_time(state: SandboxState, clock: ManualClock):
     clock.advance(timedelta(hours=1))
     second = state.open_round()
     assert second.number == 1001 and second.open_time == clock()
-    assert not state.round(CLASSIC, 1000).is_open(clock())
+    first_again = state.round(CLASSIC, 1000)
+    assert first_again is not None and not first_again.is_open(clock())
     assert [r.number for r in state.rounds(CLASSIC)] == [1001, 1000]
     assert state.current_round(SIGNALS).number == 1000
     closed = state.close_round()
     assert closed.number == 1001 and not closed.is_open(clock())
-    with pytest.raises(SandboxError, match="does not exist"):
-        state.current_round(99)
+    for unknown in (state.current_round, state.open_round, state.close_round):
+        with pytest.raises(SandboxError, match="tournament 99 does not exist"):
+            unknown(99)
 
 
 def test_webhooks_and_triggers(state: SandboxState):
-    model = state.model_by_name("m")
+    model = _model(state, "m")
     state.set_webhook(model.id, "http://hook")
-    sent = []
+    sent: list[TriggerRecord] = []
     state.webhook_sender = sent.append
     trigger_id = state.fire_webhook(model.id)
     assert [t.id for t in sent] == [trigger_id] and sent[0].webhook == "http://hook"
@@ -94,5 +104,10 @@ def test_faults_update():
     faults = Faults()
     faults.update({"reject_uploads": True, "graphql_error": "", "latency_s": -1})
     assert faults.to_json() == {"reject_uploads": True, "graphql_error": None, "latency_s": 0.0}
-    with pytest.raises(ValueError, match="unknown faults"):
+    faults.update({"latency_s": "0.25"})
+    assert faults.latency_s == 0.25
+    with pytest.raises(SandboxError, match="unknown faults"):
         faults.update({"explode": True})
+    with pytest.raises(SandboxError, match="latency_s must be a number"):
+        faults.update({"reject_uploads": False, "latency_s": "soon"})
+    assert faults.reject_uploads is True  # a refused update changes nothing

@@ -1,4 +1,4 @@
-"""The synthetic Classic data: shape, determinism, era bins and a learnable signal."""
+"""Synthetic Classic files: layout, schema, determinism, eras, nulls, and the spec's values."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sandbox.data import SIZES, SyntheticClassic, size_preset
+from sandbox.classic_data import SyntheticClassic
 
 ROUND = 1000
 
@@ -34,9 +34,15 @@ def validation(tiny: SyntheticClassic) -> pd.DataFrame:
     return pd.read_parquet(tiny.base_dir / "validation.parquet")
 
 
+def _path(catalog: SyntheticClassic, name: str, round_number: int) -> Path:
+    path = catalog.path(name, round_number)
+    assert path is not None, f"{name} is not served"
+    return path
+
+
 def _files(catalog: SyntheticClassic, round_number: int) -> dict[str, bytes]:
     return {
-        name: catalog.path(name, round_number).read_bytes()  # type: ignore[union-attr]
+        name: _path(catalog, name, round_number).read_bytes()
         for name in catalog.files(round_number)
     }
 
@@ -51,6 +57,11 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path, tiny: Synthe
         pd.read_parquet(again.base_dir / "train.parquet"),
         pd.read_parquet(tiny.base_dir / "train.parquet"),
     )
+
+
+def test_unknown_names_are_not_served(tiny: SyntheticClassic):
+    assert tiny.path("v5.2/nope.parquet", ROUND) is None
+    assert tiny.path("train.parquet", ROUND) is None
 
 
 def test_file_layout_and_schema(tiny: SyntheticClassic, train: pd.DataFrame):
@@ -74,13 +85,24 @@ def test_file_layout_and_schema(tiny: SyntheticClassic, train: pd.DataFrame):
 
 def test_features_json(tiny: SyntheticClassic, train: pd.DataFrame):
     meta = json.loads((tiny.base_dir / "features.json").read_text())
-    sets = meta["feature_sets"]
-    assert set(sets["small"]) < set(sets["medium"]) < set(sets["all"])
-    assert sets["all"] == [c for c in train.columns if c.startswith("feature_")]
+    assert meta == json.loads(json.dumps(tiny.spec.features_json()))
+    assert meta["feature_sets"]["all"] == [c for c in train.columns if c.startswith("feature_")]
     assert meta["targets"] == [c for c in train.columns if c.startswith("target")]
-    assert meta["targets"][0] == "target"
     assert any(t.endswith("_20") for t in meta["targets"])
     assert any(t.endswith("_60") for t in meta["targets"])
+
+
+def test_the_files_hold_the_specs_values(tiny: SyntheticClassic, train: pd.DataFrame):
+    spec, rows = tiny.spec, tiny.spec.size.rows_per_era
+    features, targets = spec.block(np.array([2]), rows, stream=1)
+    era = train[train["era"] == "0002"]
+    written = era[spec.features].to_numpy(dtype=float)
+    known = ~np.isnan(written)
+    assert (written[known] == features[0].T[known]).all()
+    assert {spec.features[j] for j in np.flatnonzero(~known.all(axis=0))} <= {
+        spec.features[j] for j in spec.nullable_features
+    }
+    assert (era["target"].to_numpy() == targets[0, 0]).all()
 
 
 def test_ids_are_numerai_shaped_and_unique(tiny: SyntheticClassic, train, validation):
@@ -99,6 +121,7 @@ def test_eras_follow_and_live_is_one_unlabelled_era(tiny: SyntheticClassic, trai
     live = pd.read_parquet(tiny.live_path(ROUND))
     assert live["era"].nunique() == 1 and set(live["data_type"]) == {"live"}
     assert live["target"].isna().all() and len(live) == 200
+    assert tiny.live_ids(ROUND) == list(live.index)
 
 
 def test_live_data_is_new_every_round_and_deterministic(tmp_path: Path, tiny: SyntheticClassic):
@@ -111,57 +134,9 @@ def test_live_data_is_new_every_round_and_deterministic(tmp_path: Path, tiny: Sy
     assert again.read_bytes() == tiny.live_path(ROUND + 1).read_bytes()
 
 
-def test_target_bins_within_each_era(train: pd.DataFrame):
-    counts = train.groupby("era")["target"].value_counts().unstack()
-    assert list(counts.columns) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert (counts.to_numpy() == np.array([10, 40, 100, 40, 10])).all()
-    assert (train["target"] == train["target_cyrus_20"]).all()
-
-
-def test_feature_bins_are_equal_count_within_each_era(tiny: SyntheticClassic, train):
-    late = train[train["era"].astype(int) > tiny.spec.const_until_era]
-    for feature in tiny.spec.features:
-        counts = late.groupby("era")[feature].value_counts().unstack()
-        assert list(counts.columns) == [0, 1, 2, 3, 4]
-        nulls = late[feature].isna().groupby(late["era"]).sum().max()
-        assert counts.max().max() == 40 and counts.min().min() >= 40 - nulls
-
-
-def test_some_features_are_all_2_in_early_eras(tiny: SyntheticClassic, train):
-    early = train[train["era"].astype(int) <= tiny.spec.const_until_era]
-    constant = tiny.spec.constant_features
-    assert constant and (early[constant].fillna(2) == 2).all().all()
-
-
 def test_rare_nulls_in_features_and_nans_in_aux_targets(tiny: SyntheticClassic, train, validation):
     null_share = train[tiny.spec.features].isna().to_numpy().mean()
     assert 0 < null_share < 0.01
     sixty = [t for t in tiny.spec.targets if t.endswith("_60")]
     assert validation[sixty].isna().any().all()
     assert train["target"].notna().all()
-
-
-def test_known_signal_correlates_with_target_every_era(tiny: SyntheticClassic, train, validation):
-    """A LightGBM-free check: the documented drifting signal predicts the target."""
-    signal_features = tiny.spec.signal_features
-    corrs = []
-    for era, frame in pd.concat([train, validation]).groupby("era"):
-        signal = (frame[signal_features].fillna(2).to_numpy() - 2.0) @ tiny.spec.weights(int(era))
-        corrs.append(np.corrcoef(signal, frame["target"])[0, 1])
-    assert np.mean(corrs) > 0.15
-    assert np.mean(np.array(corrs) > 0) > 0.9
-
-
-def test_size_presets():
-    assert SIZES["tiny"].rows_per_era * (SIZES["tiny"].train_eras + SIZES["tiny"].validation_eras)
-    bench = size_preset("bench")
-    assert bench.train_eras * bench.rows_per_era >= 500_000 and bench.n_features >= 500
-    with pytest.raises(ValueError, match="unknown sandbox size"):
-        size_preset("huge")
-
-
-def test_the_cli_knows_every_size_preset():
-    from sandbox.data import SIZES
-    from sandbox.defaults import SIZE_NAMES
-
-    assert tuple(SIZES) == SIZE_NAMES
