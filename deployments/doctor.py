@@ -73,7 +73,8 @@ def diagnose(
 
 def _in_use(client: SyncPrefectClient, nodes: list[Node]) -> tuple[list[Node], list[Node]]:
     """Split `nodes` into those set up on this server and the rest."""
-    in_use, idle = [], []
+    in_use: list[Node] = []
+    idle: list[Node] = []
     pools = {pool.name for pool in client.read_work_pools()}
     flows = {flow.id: flow.name for flow in client.read_flows()}
     deployed = {f"{flows.get(d.flow_id)}/{d.name}" for d in client.read_deployments()}

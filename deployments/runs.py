@@ -41,7 +41,13 @@ def find_run(client: SyncPrefectClient, deployment_id: UUID, trigger_id: str) ->
         limit=200,
     )
     matching = [run for run in runs if run.parameters.get("trigger_id") == trigger_id]
-    return min(matching, key=lambda run: run.created) if matching else None
+    return min(matching, key=_created) if matching else None
+
+
+def _created(run: FlowRun) -> datetime:
+    """When the server created `run`; a flow run read from the server always has it."""
+    assert run.created is not None, f"flow run {run.id} has no creation time"
+    return run.created
 
 
 def runs_for_trigger(

@@ -82,5 +82,6 @@ def _load_block_token(node: str) -> SecretStr | None:
         block = Secret.load(token_block_name(node))
     except ValueError:  # Prefect's "block document not found"
         return None
+    assert isinstance(block, Secret), "a sync caller gets the block, never a coroutine"
     value = block.get()
     return SecretStr(value) if isinstance(value, str) and value else None

@@ -107,7 +107,6 @@ def register(
     show it with `mask_url`.
     """
     if is_prefect_cloud(prefect_api_url):
-
         url = upsert_cloud_webhook(
             node.name, api_url=prefect_api_url, api_key=prefect_api_key, transport=cloud_transport
         ).url
@@ -119,8 +118,6 @@ def register(
                 f"register node {node.name!r}."
             )
         if token is None:
-
-
             token = require_token(node.name).get_secret_value()
         url = gateway_url(public_base, node.name, token)
     if is_loopback(url) and not is_loopback(numerai.url):

@@ -36,6 +36,9 @@ def _secret_block(name: str) -> str | None:
     """The value of a Prefect Secret block, or None if it does not exist or Prefect is away."""
 
     try:
-        return str(Secret.load(name, _sync=True).get())
+        # `_sync` is Prefect's async_dispatch switch, which Block.load's signature does not declare.
+        block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+        assert isinstance(block, Secret), "_sync=True returns the block, never a coroutine"
+        return str(block.get())
     except Exception:  # a missing block, or no Prefect API: both mean "no keys here"
         return None

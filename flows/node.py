@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -20,6 +21,11 @@ from flows.errors import ConfigurationError, NodeError, RoundClosed
 from flows.keys import connect
 from flows.settings import load_settings
 from flows.tournaments import TOURNAMENT_HELP, Tournament
+
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.states import State
 
 
 class DataSource(BaseModel):
@@ -66,10 +72,15 @@ class SubmissionOutcome(BaseModel):
     trigger_id: str | None = None
 
 
+@runtime_checkable
+class _Named(Protocol):
+    name: str
+
+
 def run_name() -> str:
     """A flow run's name: the node's name and the trigger id (or "manual")."""
     node = flow_run.parameters.get("node")
-    name = node.name if isinstance(node, BaseModel) else (node or {}).get("name", "node")
+    name = node.name if isinstance(node, _Named) else (node or {}).get("name", "node")
     trigger = flow_run.parameters.get("trigger_id") or "manual"
     return f"{name}-{trigger}"
 
@@ -90,7 +101,7 @@ def retry_delay_scale() -> float:
     return load_settings().retry_delay_scale
 
 
-class RetryDelays(list):
+class RetryDelays(list[float]):
     """Retry delays in seconds, scaled at retry time by NUMERAI_NODES_RETRY_DELAY_SCALE.
 
     Prefect reads a task's delays when a retry happens; the scale lets a rehearsal or a test
@@ -101,7 +112,7 @@ class RetryDelays(list):
         return super().__getitem__(index) * retry_delay_scale()
 
 
-def retry_transient(task, task_run, state) -> bool:
+def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """Retry network hiccups; an expected failure (bad keys, closed round...) fails at once."""
     try:
         state.result()
@@ -112,7 +123,15 @@ def retry_transient(task, task_run, state) -> bool:
     return False
 
 
-_RETRIES = {
+class _RetryOptions(TypedDict):
+    """The `@task` retry options every Numerai call shares, typed so mypy checks them."""
+
+    retries: int
+    retry_delay_seconds: list[float]
+    retry_condition_fn: Callable[[Task[..., Any], TaskRun, State], bool]
+
+
+_RETRIES: _RetryOptions = {
     "retries": 3,
     "retry_delay_seconds": RetryDelays([2, 10, 30]),
     "retry_condition_fn": retry_transient,

@@ -105,7 +105,11 @@ class NumeraiClient:
         api = api_class(verbosity="WARNING", show_progress_bars=show_progress)
         api.url = api_url
         # numerapi falls back to the environment for missing keys; the caller decided already.
-        api.token = (public_id, secret_key) if self.has_keys else None
+        if public_id and secret_key:
+            api.token = (public_id, secret_key)
+        else:
+            # numerapi sets None itself, but mypy infers its `token` from a tuple assignment.
+            api.token = None  # type: ignore[assignment]
         self._api = api
 
     # Rounds and data -------------------------------------------------------------------------
@@ -190,7 +194,7 @@ class NumeraiClient:
         endpoint = "submissionUploadSignalsAuth" if signals else "submission_upload_auth"
         auth = self._api._upload_auth(endpoint, str(path), self.tournament, model_id)
         self._put(auth["url"], path)
-        arguments = {
+        arguments: dict[str, str | int | None] = {
             "filename": auth["filename"],
             "modelId": model_id,
             "triggerId": trigger_id,

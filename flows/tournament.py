@@ -6,6 +6,7 @@ import importlib
 import json
 from pathlib import Path
 from types import ModuleType
+from uuid import UUID
 
 import lightgbm
 import pandas as pd
@@ -103,6 +104,7 @@ def train_model(source: DataSource, node: TournamentNode, features: list[str]):
     train_path = download_dataset(source, "train.parquet")
     logger.info("Training %s on %d features of %s", node.model, len(features), train_path.name)
     progress = create_progress_artifact(0.0, description=f"{node.name}: training")
+    assert isinstance(progress, UUID), "a sync task gets the artifact id, never a coroutine"
 
     def on_progress(done: int, total: int) -> None:
         update_progress_artifact(progress, 100.0 * done / total)

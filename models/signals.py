@@ -208,11 +208,11 @@ def compute_features(prices: pd.DataFrame, dates: Iterable) -> pd.DataFrame:
     day (a Friday holiday) takes the last trading day before it.
     """
     close, volume = pivot_prices(prices)
-    dates = pd.DatetimeIndex(sorted(set(pd.to_datetime(list(dates)))))
-    past = {k: dates - pd.Timedelta(weeks=k) for k in sorted({*LAGS, *DIFFS})}
-    sample = dates.append(list(past.values())).unique().sort_values()
+    days = pd.DatetimeIndex(sorted(set(pd.to_datetime(list(dates)))))
+    past = {k: days - pd.Timedelta(weeks=k) for k in sorted({*LAGS, *DIFFS})}
+    sample = days.append(list(past.values())).unique().sort_values()
     priced = _at(close, sample).notna()
-    keep = priced.reindex(dates).to_numpy(bool).ravel()  # (date, symbol) cells with a recent price
+    keep = priced.reindex(days).to_numpy(bool).ravel()  # (date, symbol) cells with a recent price
     values = np.empty((int(keep.sum()), len(FEATURES)), dtype=np.float32)
     column = {name: i for i, name in enumerate(FEATURES)}
 
@@ -221,21 +221,21 @@ def compute_features(prices: pd.DataFrame, dates: Iterable) -> pd.DataFrame:
 
     for name, daily in _daily_features(close, volume):
         ranked = quintiles(_at(daily, sample).where(priced))
-        now = ranked.reindex(dates)
+        now = ranked.reindex(days)
         put(name, now)
         for k in LAGS:
             put(f"{name}_lag{k}", ranked.reindex(past[k]))
         for k in DIFFS:
-            put(f"{name}_diff{k}", now - ranked.reindex(past[k]).set_axis(dates))
-    index = pd.MultiIndex.from_product([dates, close.columns], names=["date", "symbol"])
+            put(f"{name}_diff{k}", now - ranked.reindex(past[k]).set_axis(days))
+    index = pd.MultiIndex.from_product([days, close.columns], names=["date", "symbol"])
     return pd.DataFrame(values, index=index[keep], columns=FEATURES)
 
 
 def price_range(dates: Iterable) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of the daily prices compute_features needs for these dates."""
-    dates = pd.to_datetime(list(dates))
-    start = dates.min() - pd.Timedelta(days=HISTORY_DAYS) - pd.Timedelta(weeks=max(LAGS))
-    return start.normalize(), dates.max().normalize() + pd.Timedelta(days=1)
+    stamps = pd.to_datetime(list(dates))
+    start = stamps.min() - pd.Timedelta(days=HISTORY_DAYS) - pd.Timedelta(weeks=max(LAGS))
+    return start.normalize(), stamps.max().normalize() + pd.Timedelta(days=1)
 
 
 # --- 3. training set --------------------------------------------------------------------------

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from flows.errors import NodeError
+
+if TYPE_CHECKING:
+    # Typer vendors click; TyperGroup.invoke takes typer's own click Context, not click's.
+    from typer._click import Context
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,7 +27,7 @@ class NodesGroup(TyperGroup):
     """The root command group: an expected failure (a NodeError, from any room) is shown as its
     message on stderr with exit code 1; anything else is a bug and keeps its traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except NodeError as exc:

@@ -52,14 +52,15 @@ def round_command(
         err_console.print("Using the local stack that is already up.")
 
     try:
+        sandbox_url = info.sandbox_url
+        # up(sandbox=True) started the sandbox; a stack that was already up was checked above.
+        assert sandbox_url is not None, "the local stack has no sandbox"
         with prefect_api(info.prefect_api_url):
-            rounds = {
-                t: open_round(info.sandbox_url, t) for t in sorted({n.tournament for n in nodes})
-            }
+            rounds = {t: open_round(sandbox_url, t) for t in sorted({n.tournament for n in nodes})}
             err_console.print(f"Round opened: {rounds}. Numerai's webhooks are on their way.")
             with Live(_table([]), console=err_console, transient=True) as live:
                 rows = follow_round(
-                    info.sandbox_url, nodes, rounds, timeout, lambda rows: live.update(_table(rows))
+                    sandbox_url, nodes, rounds, timeout, lambda rows: live.update(_table(rows))
                 )
     finally:
         if started_here and not keep:

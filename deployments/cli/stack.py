@@ -94,7 +94,7 @@ def status(
     info = stack.info()
     if as_json:
         data = info.to_json() if info else {"processes": []}
-        data["running"] = bool(info) and any(p.alive for p in info.processes)
+        data["running"] = info is not None and any(p.alive for p in info.processes)
         if logs:
             processes = info.processes if info else []
             data["logs"] = {p.name: stack.log_tail(p.name, logs) for p in processes}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -58,7 +58,7 @@ def open_round(sandbox_url: str, tournament: Tournament = CLASSIC) -> int:
 def follow_round(
     sandbox_url: str,
     nodes: list[Node],
-    round_numbers: dict[int, int],
+    round_numbers: Mapping[Tournament, int],
     timeout: float,
     on_update: Callable[[list[NodeRound]], None] = lambda rows: None,
     poll: float = 1.0,

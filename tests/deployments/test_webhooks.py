@@ -21,6 +21,7 @@ from deployments.webhooks import (
 )
 from flows.errors import ConfigurationError
 from flows.numerai import NumeraiClient
+from flows.tournaments import Tournament
 from sandbox.runner import Sandbox
 
 WORKSPACE = f"https://api.prefect.cloud/api/accounts/{uuid.uuid4()}/workspaces/{uuid.uuid4()}"
@@ -32,7 +33,7 @@ NODE = Node(
     entrypoint="flows/tournament.py:tournament_node",
     work_pool="local",
     numerai_model="my_model",
-    tournament=8,
+    tournament=Tournament.CLASSIC,
     has_trigger=True,
 )
 

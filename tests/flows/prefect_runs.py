@@ -25,7 +25,9 @@ def task_states(flow_state) -> dict[str, list[str]]:
     """Task name -> state names (e.g. {"train": ["Cached"]}), for one flow run."""
     states: dict[str, list[str]] = {}
     for run in task_runs(flow_state):
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+        state = run.state
+        assert state is not None and state.name is not None, f"task run {run.name} has no state"
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(state.name)
     return states
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from typing import TypedDict, Unpack
 
 import pandas as pd
 import pytest
@@ -40,10 +41,21 @@ def yahoo(tmp_path_factory):
     thread.join(timeout=10)
 
 
-def _source(base_url: str, **kwargs) -> YahooPriceSource:
+class _SourceOptions(TypedDict, total=False):
+    retries: int
+    batch_size: int
+
+
+class _RecordingSource(YahooPriceSource):
+    """A YahooPriceSource that records its backoff in `sleeps` instead of sleeping."""
+
+    sleeps: list[float]
+
+
+def _source(base_url: str, **options: Unpack[_SourceOptions]) -> _RecordingSource:
     sleeps: list[float] = []
-    kwargs = {"retries": 1, "backoff_seconds": 0.001, "sleep": sleeps.append} | kwargs
-    source = YahooPriceSource(base_url, **kwargs)
+    options.setdefault("retries", 1)
+    source = _RecordingSource(base_url, backoff_seconds=0.001, sleep=sleeps.append, **options)
     source.sleeps = sleeps
     return source
 
@@ -191,7 +203,8 @@ class FrameSource:
     """A PriceSource over a DataFrame that records what it was asked."""
 
     def __init__(self, frame: pd.DataFrame):
-        self.frame, self.calls = frame, []
+        self.frame = frame
+        self.calls: list[tuple[tuple[str, ...], dt.date, dt.date]] = []
 
     def history(self, symbols, start, end) -> pd.DataFrame:
         self.calls.append((tuple(symbols), start, end))

@@ -16,6 +16,7 @@ from types import TracebackType
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 LOG_TAIL_CHARS = 4000
 
@@ -156,7 +157,7 @@ class UvicornThread:
     leaving asks it to exit and joins the thread. `.url` is e.g. `http://127.0.0.1:PORT`.
     """
 
-    def __init__(self, app: object, *, access_log: bool = False, start_timeout: float = 10.0):
+    def __init__(self, app: ASGIApp, *, access_log: bool = False, start_timeout: float = 10.0):
         self._server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on")
         )
