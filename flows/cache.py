@@ -1,10 +1,20 @@
-"""The data cache: static files per data version, live files per round."""
+"""The data cache: static files per data version, live files per round, shared by every node."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+
+from flows import files
+from flows.download import CorruptFile, check_file
 from flows.numerai import NumeraiClient
+
+# How long a node waits for another node that is downloading the same file.
+DEFAULT_LOCK_TIMEOUT = 1800.0
 
 
 def dataset_path(
@@ -34,20 +44,61 @@ def fetch(
     data_version: str,
     filename: str,
     round_number: int | None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> tuple[Path, bool]:
-    """Return (path, was_cached), downloading `data_version/filename` if it is not cached yet.
+    """Return (path, was_cached), downloading `data_version/filename` if the cache lacks it.
 
-    A per-round file is always checked against Numerai: numerapi re-downloads it when the
-    served size differs (a restarted local Numerai can serve other data for the same round).
+    Safe when many nodes ask at once: one downloads (under the file's lock) while the others
+    wait, then find it whole. A cached file that does not parse is discarded and fetched again.
+    A per-round file is compared with what Numerai serves now (a restarted local Numerai can
+    serve other data for the same round).
     """
     dest = dataset_path(data_dir, data_version, filename, round_number)
     per_round = is_per_round(filename)
-    if dest.exists() and not per_round:
+    if not per_round and _whole(dest):
         return dest, True
-    before = dest.stat().st_mtime_ns if dest.exists() else None
     remote = filename if "/" in filename else f"{data_version}/{filename}"
-    client.download(remote, dest, round_number if per_round else None)
-    return dest, before is not None and dest.stat().st_mtime_ns == before
+    served_round = round_number if per_round else None
+    with files.locked(dest, lock_timeout):
+        files.remove_leftovers(dest)
+        fresh = _whole(dest) and (
+            not per_round or client.served_size(remote, served_round) == dest.stat().st_size
+        )
+        if fresh:
+            return dest, True
+        client.download(remote, dest, served_round)
+    return dest, False
+
+
+def discard(path: Path) -> None:
+    """Remove a cached file that failed to read, so the next attempt fetches it again."""
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[Path]:
+    """Read a cached file in the block; if it turns out damaged, discard it and raise CorruptFile
+    (transient: the task's retry fetches it again). Never fatal for the node."""
+    try:
+        yield path
+    except (pa.ArrowInvalid, pa.ArrowIOError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        discard(path)
+        raise CorruptFile(
+            f"The cached {path.name} was damaged ({type(exc).__name__}); it was discarded and "
+            "the retry downloads it again."
+        ) from None
+
+
+def _whole(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        check_file(path)
+    except CorruptFile:
+        discard(path)
+        return False
+    return True
 
 
 def predictions_path(data_dir: Path, data_version: str, round_number: int, node: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from prefect.blocks.system import Secret
 
 from flows.numerai import NumeraiClient
@@ -29,6 +30,9 @@ def connect(tournament: int, settings: NodesSettings | None = None) -> NumeraiCl
         secret_key,
         tournament=tournament,
         show_progress=settings.show_progress,
+        timeout=httpx.Timeout(
+            settings.request_timeout_seconds, connect=settings.connect_timeout_seconds
+        ),
     )
 
 

@@ -16,11 +16,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows import cache
+from flows import cache, files
 from flows.errors import ConfigurationError, NodeError, RoundClosed
 from flows.keys import connect
+from flows.numerai import RoundInfo
 from flows.settings import load_settings
 from flows.tournaments import TOURNAMENT_HELP, Tournament
+from flows.window import RoundWindow, within_round
+from flows.window import current as current_window
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -112,8 +115,22 @@ class RetryDelays(list[float]):
         return super().__getitem__(index) * retry_delay_scale()
 
 
+# Backoff between tries; the last one repeats. The round's close, not a count, ends the tries
+# (flows.window), and Prefect adds up to RETRY_JITTER of each delay at random.
+RETRY_DELAYS = RetryDelays([2, 5, 10, 20, 30, 60])
+RETRY_JITTER = 0.2
+MAX_RETRIES = 200
+
+
+def next_retry_delay(attempt: int) -> float:
+    """The longest wait before retry number `attempt` (1: after the first failure), jitter in."""
+    return RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1] * (1 + RETRY_JITTER)
+
+
 def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     """Retry network hiccups; an expected failure (bad keys, closed round...) fails at once."""
+    if task_run.run_count > load_settings().max_retries:
+        return False
     try:
         state.result()
     except NodeError as exc:
@@ -128,18 +145,21 @@ class _RetryOptions(TypedDict):
 
     retries: int
     retry_delay_seconds: list[float]
+    retry_jitter_factor: float
     retry_condition_fn: Callable[[Task[..., Any], TaskRun, State], bool]
 
 
 _RETRIES: _RetryOptions = {
-    "retries": 3,
-    "retry_delay_seconds": RetryDelays([2, 10, 30]),
+    "retries": MAX_RETRIES,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_jitter_factor": RETRY_JITTER,
     "retry_condition_fn": retry_transient,
 }
 
 
 @task(name="resolve-round", cache_policy=NO_CACHE, **_RETRIES)
-def resolve_round(source: DataSource, round_number: int | None = None) -> int:
+@within_round("resolve-round", next_retry_delay)
+def resolve_round(source: DataSource, round_number: int | None = None) -> RoundInfo:
     """Find the open round and check it still takes submissions."""
     current = connect(source.tournament).current_round()
     if round_number is not None and round_number != current.number:
@@ -158,10 +178,16 @@ def resolve_round(source: DataSource, round_number: int | None = None) -> int:
             "the node again."
         )
     get_run_logger().info("Predicting for round %s", current.number)
-    return current.number
+    return current
+
+
+def round_window(current: RoundInfo) -> RoundWindow:
+    """The window the node's later steps retry within."""
+    return RoundWindow(current.number, current.close_staking_time)
 
 
 @task(name="check-account", cache_policy=NO_CACHE, **_RETRIES)
+@within_round("check-account", next_retry_delay)
 def check_account(source: DataSource, model_name: str) -> str:
     """Check the keys and the model before any work, so a bad setup fails in seconds."""
     model_id = connect(source.tournament).model_id(model_name)
@@ -170,10 +196,18 @@ def check_account(source: DataSource, model_name: str) -> str:
 
 
 @task(name="download", cache_policy=NO_CACHE, **_RETRIES)
+@within_round("download", next_retry_delay)
 def download_dataset(source: DataSource, filename: str, round_number: int | None = None) -> Path:
-    """Download one dataset file into the cache, or reuse it; returns its path."""
+    """Download one dataset file into the cache (once, whoever else asks), or reuse it."""
     client = connect(source.tournament)
-    path, cached = cache.fetch(client, source.data_dir, source.data_version, filename, round_number)
+    path, cached = cache.fetch(
+        client,
+        source.data_dir,
+        source.data_version,
+        filename,
+        round_number,
+        lock_timeout=load_settings().lock_timeout_seconds,
+    )
     size_mb = path.stat().st_size / 1e6
     verb = "Reusing cached" if cached else "Downloaded"
     get_run_logger().info("%s %s/%s (%.1f MB)", verb, source.data_version, filename, size_mb)
@@ -181,6 +215,7 @@ def download_dataset(source: DataSource, filename: str, round_number: int | None
 
 
 @task(name="submit", cache_policy=NO_CACHE, **_RETRIES)
+@within_round("submit", next_retry_delay, final=True)
 def submit_predictions(
     source: DataSource,
     model_name: str,
@@ -189,7 +224,13 @@ def submit_predictions(
     predictions_path: Path,
     upload: bool = True,
 ) -> SubmissionOutcome:
-    """Upload the predictions with the trigger id, unless this round already has them."""
+    """Upload the predictions with the trigger id, unless this round already has them.
+
+    One rule, whatever mix of webhook, fallback, retry and manual runs: a run skips the upload
+    when the round has a submission with its trigger id, or one made without a trigger id, or
+    (for a run without a trigger id) any submission. Runs of one model on one machine take the
+    check and the upload under one lock, so two runs at once never both upload.
+    """
     logger = get_run_logger()
     outcome = {
         "predictions_path": predictions_path,
@@ -202,19 +243,28 @@ def submit_predictions(
         return SubmissionOutcome(status="not-uploaded", **outcome)
     client = connect(source.tournament)
     model_id = client.model_id(model_name)
-    earlier = [
-        found
-        for found in client.submissions(model_id)
-        if found.round == round_number and (trigger_id is None or found.trigger_id == trigger_id)
-    ]
-    if earlier:
-        logger.info(
-            "Model %s already submitted for round %s (trigger %s): skipping the upload",
-            model_name,
-            round_number,
-            trigger_id or "any",
-        )
-        return SubmissionOutcome(status="already-submitted", submission_id=earlier[0].id, **outcome)
-    submission_id = client.upload(predictions_path, model_id, trigger_id)
+    settings = load_settings()
+    guard = source.data_dir / "submissions" / f"{model_name}-{round_number}"
+    with files.locked(guard, settings.lock_timeout_seconds):
+        earlier = [
+            found
+            for found in client.submissions(model_id)
+            if found.round == round_number
+            and (trigger_id is None or found.trigger_id in (None, trigger_id))
+        ]
+        if earlier:
+            logger.info(
+                "Model %s already submitted for round %s (%s): skipping the upload",
+                model_name,
+                round_number,
+                f"trigger {earlier[0].trigger_id}" if earlier[0].trigger_id else "no trigger id",
+            )
+            return SubmissionOutcome(
+                status="already-submitted", submission_id=earlier[0].id, **outcome
+            )
+        window = current_window()
+        if window is not None:
+            window.check_open("submit")  # the lock may have been held until after the close
+        submission_id = client.upload(predictions_path, model_id, trigger_id)
     logger.info("Submitted %s for round %s as %s", model_name, round_number, submission_id)
     return SubmissionOutcome(status="submitted", submission_id=submission_id, **outcome)

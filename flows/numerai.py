@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numerapi
-import numerapi.base_api
-import requests
+import numerapi.utils
 from dateutil.parser import isoparse
 
+from flows import download
 from flows.errors import (
     DatasetNotFound,
     InvalidKeys,
@@ -26,8 +25,8 @@ from flows.errors import (
 )
 from flows.tournaments import CLASSIC, SIGNALS
 
-# numerapi reads its endpoint from a module global; hold it while a call is in flight.
-_URL_LOCK = threading.Lock()
+# Every call to Numerai has a deadline, so a hung peer costs a retry, not the round.
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
 @dataclass(frozen=True)
@@ -54,27 +53,40 @@ class Submission:
 
 
 class _BoundApi:
-    """numerapi bound to one endpoint, failing fast and raising this project's errors."""
+    """numerapi bound to one endpoint and a timeout, failing fast with this project's errors.
+
+    numerapi sends its GraphQL calls to a module global and with no timeout, so a hung call
+    would hold a node forever; this sends numerapi's own request (same body and headers, through
+    numerapi's HTTP helper) to this client's URL, with a timeout and one try: the Prefect task
+    that called it owns the retries.
+    """
 
     url: str
+    timeout: tuple[float, float]
+    token: tuple[str, str] | None
 
     def raw_query(self, query, variables=None, authorization=False, **kwargs):
-        # One try: the Prefect task that called us owns the retries.
-        kwargs.setdefault("retries", 1)
-        with _URL_LOCK:
-            previous = numerapi.base_api.API_TOURNAMENT_URL
-            numerapi.base_api.API_TOURNAMENT_URL = self.url
-            try:
-                result = super().raw_query(query, variables, authorization, **kwargs)
-            except ValueError as exc:
-                raise _translate(str(exc), self.url) from None
-            finally:
-                numerapi.base_api.API_TOURNAMENT_URL = previous
-        if not result or "data" not in result:
+        headers = {"Content-type": "application/json", "Accept": "application/json"}
+        if authorization:
+            if not self.token:
+                raise MissingKeys()
+            public_id, secret_key = self.token
+            headers["Authorization"] = f"Token {public_id}${secret_key}"
+        body = {"query": query, "variables": variables}
+        result = numerapi.utils.post_with_err_handling(
+            self.url, body, headers, timeout=self.timeout, retries=1
+        )
+        if (
+            not result
+            or not isinstance(result, dict)
+            or ("data" not in result and not result.get("errors"))
+        ):
             raise NumeraiUnavailable(
-                f"Numerai's API at {self.url} did not answer. Check the network, or "
-                "NUMERAI_API_URL if you set it; the task is retried."
+                f"Numerai's API at {self.url} did not answer in time (or not at all). Check the "
+                "network, or NUMERAI_API_URL if you set it; the task is retried."
             )
+        if result.get("errors"):
+            raise _translate(str(self._handle_call_error(result["errors"])), self.url)
         return result
 
 
@@ -97,6 +109,7 @@ class NumeraiClient:
         *,
         tournament: int = CLASSIC,
         show_progress: bool = False,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ):
         self.url = api_url
         self.tournament = tournament
@@ -104,6 +117,8 @@ class NumeraiClient:
         api_class = _Signals if tournament == SIGNALS else _Classic
         api = api_class(verbosity="WARNING", show_progress_bars=show_progress)
         api.url = api_url
+        api.timeout = (timeout.connect or 10.0, timeout.read or 60.0)
+        self._timeout = timeout
         # numerapi falls back to the environment for missing keys; the caller decided already.
         if public_id and secret_key:
             api.token = (public_id, secret_key)
@@ -131,11 +146,14 @@ class NumeraiClient:
     def list_datasets(self, round_number: int | None = None) -> list[str]:
         return list(self._api.list_datasets(round_number))
 
-    def download(self, filename: str, dest: Path, round_number: int | None = None) -> Path:
-        """Download one dataset file to `dest` (numerapi streams it to `dest.temp` first)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    def dataset_url(self, filename: str, round_number: int | None = None) -> str:
+        """Where Numerai serves `filename` (for `round_number`, else the current round)."""
+        query = """query($filename: String!, $round: Int, $tournament: Int) {
+            dataset(filename: $filename, round: $round, tournament: $tournament)
+        }"""
+        variables = {"filename": filename, "round": round_number, "tournament": self.tournament}
         try:
-            self._api.download_dataset(filename, str(dest), round_number)
+            url = self._api.raw_query(query, variables)["data"]["dataset"]
         except NumeraiApiError as exc:
             if "not found" in str(exc).lower() or "no such" in str(exc).lower():
                 raise DatasetNotFound(
@@ -143,12 +161,19 @@ class NumeraiClient:
                     f"`numerai-nodes` lists what is served with the API's listDatasets."
                 ) from None
             raise
-        except (requests.RequestException, OSError) as exc:  # while streaming the file
-            raise NumeraiUnavailable(
-                f"Downloading '{filename}' failed: {type(exc).__name__}. The task is retried, "
-                "and the download resumes where it stopped."
-            ) from None
-        return dest
+        if not url:
+            raise DatasetNotFound(f"Numerai does not serve '{filename}' right now.")
+        return str(url)
+
+    def download(self, filename: str, dest: Path, round_number: int | None = None) -> int:
+        """Download one dataset file to `dest` (resumable, checked; call it under dest's lock)."""
+        url = self.dataset_url(filename, round_number)
+        return download.fetch(url, dest, timeout=self._timeout)
+
+    def served_size(self, filename: str, round_number: int | None = None) -> int | None:
+        """The size of `filename` as Numerai serves it now (read from the answer's headers)."""
+        url = self.dataset_url(filename, round_number)
+        return download.served_size(url, timeout=self._timeout)
 
     # Models and submissions ------------------------------------------------------------------
 
@@ -257,7 +282,9 @@ class NumeraiClient:
         if compute_id:
             headers["x_compute_id"] = compute_id
         try:
-            response = httpx.put(url, content=path.read_bytes(), headers=headers, timeout=600)
+            response = httpx.put(
+                url, content=path.read_bytes(), headers=headers, timeout=self._timeout
+            )
         except httpx.HTTPError as exc:
             raise NumeraiUnavailable(
                 f"Uploading the predictions failed: {type(exc).__name__}. The task is retried."

@@ -18,6 +18,7 @@ import yfinance as yf
 from curl_cffi import requests as curl_requests
 from yfinance.data import YfData
 
+from flows import files
 from flows.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -221,10 +222,12 @@ class PriceCache:
         *,
         stale_after_days: int = 7,
         today: Callable[[], dt.date] = dt.date.today,
+        lock_timeout: float = 1800.0,
     ):
         self.root = Path(root)
         self.stale_after_days = stale_after_days
         self.today = today
+        self.lock_timeout = lock_timeout
 
     # coverage.json: {symbol: {"start": iso, "end": iso, "last": iso}}
     def coverage(self) -> dict[str, dict[str, str]]:
@@ -253,7 +256,14 @@ class PriceCache:
 
     def update(self, source: PriceSource, symbols: Sequence[str], start, end) -> PriceReport:
         """Fetch the missing days of [start, end) (dates, or anything pd.Timestamp reads) for
-        symbols. end is capped at today, since today's bar is not final."""
+        symbols. end is capped at today, since today's bar is not final.
+
+        Nodes sharing the cache update it one at a time (its lock): each sees what the others
+        fetched, and chunk numbers and coverage never collide."""
+        with files.locked(self.root / "prices", self.lock_timeout):
+            return self._update(source, symbols, start, end)
+
+    def _update(self, source: PriceSource, symbols: Sequence[str], start, end) -> PriceReport:
         start, end = _as_date(start), min(_as_date(end), self.today())
         symbols = list(dict.fromkeys(symbols))
         coverage = self.coverage()
@@ -286,6 +296,16 @@ class PriceCache:
         end: dt.date | None = None,
     ) -> pd.DataFrame:
         """Cached prices (PRICE_COLUMNS) for symbols over [start, end), by symbol and date."""
+        # Under the lock: an update may be merging chunks into one and deleting the others.
+        with files.locked(self.root / "prices", self.lock_timeout):
+            return self._load(symbols, start, end)
+
+    def _load(
+        self,
+        symbols: Iterable[str] | None = None,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+    ) -> pd.DataFrame:
         chunks = sorted(self.root.glob("prices-*.parquet"))
         if not chunks:
             return _empty_prices()
@@ -306,16 +326,15 @@ class PriceCache:
         number = int(chunks[-1].stem.split("-")[1]) + 1 if chunks else 0
         _atomic_parquet(_standard(prices), self.root / f"prices-{number:06d}.parquet")
         if len(chunks) + 1 > self.max_chunks:
-            merged = self.load()
+            merged = self._load()
             _atomic_parquet(merged, self.root / f"prices-{number + 1:06d}.parquet")
             for path in [*chunks, self.root / f"prices-{number:06d}.parquet"]:
                 path.unlink()
 
     def _write_coverage(self, coverage: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "coverage.json.tmp"
-        tmp.write_text(json.dumps(coverage, indent=0, sort_keys=True))
-        tmp.replace(self.root / "coverage.json")
+        files.write_text(
+            self.root / "coverage.json", json.dumps(coverage, indent=0, sort_keys=True)
+        )
 
     def _report(self, symbols, coverage, fetched, by_range, rows, end) -> PriceReport:
         asked = {s for group in by_range.values() for s in group}
@@ -342,6 +361,5 @@ def _extend(coverage: dict, symbol: str, lo: dt.date, hi: dt.date, last_day) -> 
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with files.atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)

@@ -59,6 +59,26 @@ class NodesSettings(HomeSettings):
     show_progress: bool = Field(
         False, description="Show download progress bars (the CLI turns this on in a terminal)."
     )
+    max_retries: int = Field(
+        200,
+        ge=0,
+        description="The most retries of one task; the round's close usually ends them first.",
+    )
+    request_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long one call to Numerai or its file storage may wait for an answer "
+        "(per read): a hung peer then costs a retry, not the round.",
+    )
+    connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long connecting to Numerai may take."
+    )
+    lock_timeout_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="How long a node waits for another node that fetches the same cached file "
+        "or submits for the same model.",
+    )
     retry_delay_scale: float = Field(
         1.0,
         ge=0,

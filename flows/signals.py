@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from flows import cache
+from flows import cache, files, window
 from flows.entrypoints import SIGNALS_FLOW
 from flows.errors import ConfigurationError, InsufficientCoverage
 from flows.node import (
@@ -27,6 +27,7 @@ from flows.node import (
     download_dataset,
     resolve_round,
     retry_delay_scale,
+    round_window,
     run_name,
     spec_key,
     submit_predictions,
@@ -102,7 +103,8 @@ def map_tickers(node: SignalsNode, dataset: Path) -> Path:
         f"; no exchange rule for {', '.join(unmapped[:5])}" if unmapped else "",
     )
     out = _derived(node, dataset, "tickers")
-    mapping.to_parquet(out, index=False)
+    with files.atomic_path(out) as tmp:  # nodes sharing a live file share its derived files
+        mapping.to_parquet(tmp, index=False)
     return out
 
 
@@ -173,7 +175,8 @@ def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_
     prices = PriceCache(prices_dir).load(symbols.dropna().unique(), start, end)
     features = signals.compute_features(prices, dates)
     out = _derived(node, dataset, f"features-{prices_dir.name}")
-    features.to_parquet(out)
+    with files.atomic_path(out) as tmp:
+        features.to_parquet(tmp)
     get_run_logger().info(
         "Features for %s: %d rows over %d dates", dataset.name, len(features), len(dates)
     )
@@ -298,8 +301,8 @@ def predict_live(
     publish_coverage(node.name, coverage, not_found)
     get_run_logger().info("Coverage: %s", coverage.summary())
     out = cache.predictions_path(source.data_dir, source.data_version, round_number, node.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    submission.to_csv(out, index=False)
+    with files.atomic_path(out) as tmp:  # another run of this node may write it too
+        submission.to_csv(tmp, index=False)
     return out, coverage
 
 
@@ -337,22 +340,23 @@ def signals_node(
     """
     node = node or SignalsNode()
     source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
-    round_number = resolve_round(source, round_number)
-    if node.upload:
-        check_account(source, node.numerai_model)
-    live_path = download_dataset(source, "live.parquet", round_number)
-    ticker_map = map_tickers(node, live_path)
-    prices = update_prices(node, live_path, ticker_map)
-    trained = train_model(source, node, prices.directory, return_state=True)
-    model = trained.result()
-    features = compute_features(node, live_path, ticker_map, prices.directory)
-    predictions_path, coverage = predict_live(
-        source, node, model, features, live_path, ticker_map, prices, round_number
-    )
-    checked = validate_predictions(predictions_path, live_path)
-    outcome = submit_predictions(
-        source, node.numerai_model, round_number, trigger_id, predictions_path, node.upload
-    )
+    current = resolve_round(source, round_number)
+    with window.opened(round_window(current)):
+        if node.upload:
+            check_account(source, node.numerai_model)
+        live_path = download_dataset(source, "live.parquet", current.number)
+        ticker_map = map_tickers(node, live_path)
+        prices = update_prices(node, live_path, ticker_map)
+        trained = train_model(source, node, prices.directory, return_state=True)
+        model = trained.result()
+        features = compute_features(node, live_path, ticker_map, prices.directory)
+        predictions_path, coverage = predict_live(
+            source, node, model, features, live_path, ticker_map, prices, current.number
+        )
+        checked = validate_predictions(predictions_path, live_path)
+        outcome = submit_predictions(
+            source, node.numerai_model, current.number, trigger_id, predictions_path, node.upload
+        )
     scores = (
         score_validation(source, node, prices.directory, model) if node.score_validation else None
     )

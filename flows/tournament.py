@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import Field
 
-from flows import cache
+from flows import cache, files, window
 from flows.entrypoints import TOURNAMENT_FLOW
 from flows.errors import ConfigurationError, InvalidPredictions
 from flows.node import (
@@ -27,6 +27,7 @@ from flows.node import (
     code_digest,
     download_dataset,
     resolve_round,
+    round_window,
     run_name,
     spec_key,
     submit_predictions,
@@ -88,7 +89,8 @@ def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
 def load_features(source: DataSource, feature_set: str) -> list[str]:
     """The feature names of `feature_set`, from the data version's features.json."""
     path = download_dataset(source, "features.json")
-    sets = json.loads(Path(path).read_text())["feature_sets"]
+    with cache.reading(path):
+        sets = json.loads(path.read_text())["feature_sets"]
     if feature_set not in sets:
         raise ConfigurationError(
             f"features.json of {source.data_version} has no feature set '{feature_set}'; "
@@ -110,9 +112,10 @@ def train_model(source: DataSource, node: TournamentNode, features: list[str]):
         update_progress_artifact(progress, 100.0 * done / total)
         logger.info("Training: %d/%d trees", done, total)
 
-    return model_module(node.model).train(
-        train_path, features, node.target, dict(node.params), on_progress=on_progress
-    )
+    with cache.reading(train_path):
+        return model_module(node.model).train(
+            train_path, features, node.target, dict(node.params), on_progress=on_progress
+        )
 
 
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False)
@@ -125,11 +128,12 @@ def predict_live(
     round_number: int,
 ) -> Path:
     """Predict the round's live data and write the predictions file that will be uploaded."""
-    predictions = model_module(node.model).predict(model, live_path, features)
+    with cache.reading(live_path):
+        predictions = model_module(node.model).predict(model, live_path, features)
     out = cache.predictions_path(source.data_dir, source.data_version, round_number, node.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"id": predictions.index.astype(str), "prediction": predictions.values})
-    frame.to_csv(out, index=False)
+    with files.atomic_path(out) as tmp:  # another run of this node may write it too
+        frame.to_csv(tmp, index=False)
     get_run_logger().info("Wrote %d predictions to %s", len(frame), out)
     return out
 
@@ -182,18 +186,19 @@ def tournament_node(
     """
     node = node or TournamentNode()
     source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
-    round_number = resolve_round(source, round_number)
-    if node.upload:
-        check_account(source, node.numerai_model)
-    features = load_features(source, node.feature_set)
-    trained = train_model(source, node, features, return_state=True)
-    model = trained.result()
-    live_path = download_dataset(source, "live.parquet", round_number)
-    predictions_path = predict_live(source, node, model, features, live_path, round_number)
-    checked = validate_predictions(predictions_path, live_path)
-    outcome = submit_predictions(
-        source, node.numerai_model, round_number, trigger_id, predictions_path, node.upload
-    )
+    current = resolve_round(source, round_number)
+    with window.opened(round_window(current)):
+        if node.upload:
+            check_account(source, node.numerai_model)
+        features = load_features(source, node.feature_set)
+        trained = train_model(source, node, features, return_state=True)
+        model = trained.result()
+        live_path = download_dataset(source, "live.parquet", current.number)
+        predictions_path = predict_live(source, node, model, features, live_path, current.number)
+        checked = validate_predictions(predictions_path, live_path)
+        outcome = submit_predictions(
+            source, node.numerai_model, current.number, trigger_id, predictions_path, node.upload
+        )
     scores = score_validation(source, node, features, model) if node.score_validation else None
     publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
     return outcome

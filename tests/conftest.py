@@ -14,6 +14,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["NUMERAI_NODES_HOME"] = str(_HOME / "nodes")
 os.environ["NUMERAI_NODES_RETRY_DELAY_SCALE"] = "0"
+# Retries end at the round's close, which a sandbox round sets hours away: cap them in tests.
+os.environ["NUMERAI_NODES_MAX_RETRIES"] = "3"
 for _name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "NUMERAI_API_URL", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
 
