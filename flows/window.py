@@ -54,11 +54,17 @@ class RoundWindow:
         if self.closes_at is not None and now >= self.closes_at:
             raise RoundClosed(self._closed_message(step))
 
-    def _closed_message(self, step: str) -> str:
+    def _closed_message(self, step: str, now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
         when = f"{self.closes_at:%H:%M:%S} UTC" if self.closes_at else "its close"
         last = f" The last error: {self.last_error}" if self.last_error else ""
+        if self.closes_at is not None and now < self.closes_at:
+            return (
+                f"Round {self.number} closes at {when}, before {step} could be retried again: "
+                f"the round closed while retrying; nothing was uploaded.{last}"
+            )
         return (
-            f"Round {self.number} closed ({when}) while retrying {step}; nothing was uploaded "
+            f"Round {self.number} closed at {when} while retrying {step}; nothing was uploaded "
             f"after the close.{last}"
         )
 
