@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from flows import cache, files
 from flows.numerai import NumeraiClient
 from sandbox.runner import Sandbox
+from tests.flows.racer import race
 
-RACERS = 8
-
-
-def _race(url: str, cache_dir: str, filename: str, start, results) -> None:
-    start.wait()
-    client = NumeraiClient(url)
-    path, cached = cache.fetch(client, Path(cache_dir), "v5.2", filename, None)
-    if path.suffix == ".json":
-        json.loads(path.read_text())
-    else:
-        pq.read_table(path)  # the whole file reads: never a cut or doubled copy
-    results.put((cached, path.stat().st_size))
+RACERS = 4
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    with Sandbox(tmp_path_factory.mktemp("sandbox"), size="tiny") as running:
+def sandbox(sandbox_data):
+    with Sandbox(sandbox_data, size="tiny") as running:
         yield running
 
 
@@ -40,7 +28,7 @@ def test_many_processes_racing_on_one_file_download_it_once_and_all_read_it_whol
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     racers = [
-        context.Process(target=_race, args=(sandbox.url, str(tmp_path), filename, start, results))
+        context.Process(target=race, args=(sandbox.url, str(tmp_path), filename, start, results))
         for _ in range(RACERS)
     ]
     for racer in racers:
