@@ -67,11 +67,12 @@ class Backend:
         if tournament in self.catalogs:
             self.catalogs[tournament].prepare(self.state.current_round(tournament).number)
 
-    def open_round(self, tournament: int = CLASSIC) -> RoundRecord:
-        """Generate the next round's data, open the round, then call every model's webhook."""
+    def open_round(self, tournament: int = CLASSIC, window: timedelta | None = None) -> RoundRecord:
+        """Generate the next round's data, open the round (for `window`), then call every
+        model's webhook."""
         if tournament in self.catalogs:
             self.catalogs[tournament].prepare(self.state.current_round(tournament).number + 1)
-        opened = self.state.open_round(tournament)
+        opened = self.state.open_round(tournament, window)
         for model in self.state.models(tournament):
             if self.state.webhook(model.id):
                 self.state.fire_webhook(model.id)

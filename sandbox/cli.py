@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.tournaments import CLASSIC, TOURNAMENT_HELP
+from sandbox.chaos import COUNTED, DEFAULT_PROFILE, PROFILES, Chaos
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY, SIZE_NAMES
 from sandbox.ready import SandboxReady
 
@@ -57,6 +58,18 @@ Url = Annotated[
     str,
     typer.Option(envvar="NUMERAI_API_URL", help="The running sandbox's URL (GraphQL endpoint)."),
 ]
+ChaosSeed = Annotated[
+    int | None,
+    typer.Option(
+        "--chaos",
+        metavar="SEED",
+        help="Inject seeded faults into the Numerai API: 5xx answers, delays, truncated "
+        "downloads, failed uploads, dropped connections (never into /_sandbox/).",
+    ),
+]
+ChaosProfileName = Annotated[
+    str, typer.Option(help=f"How bad a day --chaos makes: {', '.join(PROFILES)}.")
+]
 TournamentId = Annotated[int, typer.Option(help=f"Tournament id: {TOURNAMENT_HELP}.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
@@ -85,6 +98,8 @@ def _announce(sandbox: Sandbox) -> None:
     for name, model_id in sandbox.models.items():
         table.add_row(f"model {name}", model_id)
     table.add_row("round", str(sandbox.current_round()))
+    if sandbox.chaos.enabled:
+        table.add_row("chaos", f"seed {sandbox.chaos.seed}: {_chaos_line(sandbox.chaos.to_json())}")
     _console.print(table)
     _console.print("Ctrl-C stops it.")
 
@@ -100,10 +115,16 @@ def serve(
     secret_key: str = DEFAULT_SECRET_KEY,
     models: list[str] | None = None,
     ready_file: Path | None = None,
+    chaos: int | None = None,
+    chaos_profile: str = DEFAULT_PROFILE,
 ) -> None:
     """Serve until SIGINT or SIGTERM."""
     if size not in SIZE_NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(SIZE_NAMES)}", param_hint="--size")
+    if chaos_profile not in PROFILES:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(PROFILES)}", param_hint="--chaos-profile"
+        )
     # A plain flag: a handler that takes a lock (Event.set) can deadlock the main thread it
     # interrupts while that thread is inside Event.wait.
     stopping: list[int] = []
@@ -120,6 +141,7 @@ def serve(
         models=tuple(models or DEFAULT_MODELS),
         host=host,
         port=port,
+        chaos=Chaos.seeded(chaos, chaos_profile) if chaos is not None else None,
     )
     try:
         sandbox.start()
@@ -154,10 +176,15 @@ def main(
     secret_key: SecretKey = DEFAULT_SECRET_KEY,
     models: Models = None,
     ready_file: ReadyFile = None,
+    chaos: ChaosSeed = None,
+    chaos_profile: ChaosProfileName = DEFAULT_PROFILE,
 ) -> None:
     """Serve a local Numerai (the default command), or run one of the commands below."""
     if ctx.invoked_subcommand is None:
-        serve(host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file)
+        serve(
+            host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file,
+            chaos, chaos_profile,
+        )  # fmt: skip
 
 
 @app.command("serve")
@@ -172,9 +199,14 @@ def serve_command(
     secret_key: SecretKey = DEFAULT_SECRET_KEY,
     models: Models = None,
     ready_file: ReadyFile = None,
+    chaos: ChaosSeed = None,
+    chaos_profile: ChaosProfileName = DEFAULT_PROFILE,
 ) -> None:
     """Serve a local Numerai until SIGINT or SIGTERM."""
-    serve(host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file)
+    serve(
+        host, port, size, seed, data_dir, root, public_id, secret_key, models, ready_file,
+        chaos, chaos_profile,
+    )  # fmt: skip
 
 
 def _admin(method: str, url: str, path: str, **kwargs: Any) -> Any:
@@ -202,9 +234,20 @@ def _print_round(data: dict[str, Any], as_json: bool, verb: str) -> None:
 
 
 @app.command("open-round")
-def open_round(url: Url, tournament: TournamentId = CLASSIC, as_json: AsJson = False) -> None:
+def open_round(
+    url: Url,
+    tournament: TournamentId = CLASSIC,
+    window_seconds: Annotated[
+        float | None,
+        typer.Option(help="How long the round takes submissions (default: a day)."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
     """Open the next round, with new live data."""
-    data = _admin("POST", url, "rounds/open", json={"tournament": tournament})
+    body: dict[str, Any] = {"tournament": tournament}
+    if window_seconds is not None:
+        body["window_seconds"] = window_seconds
+    data = _admin("POST", url, "rounds/open", json=body)
     _print_round(data, as_json, "open")
 
 
@@ -262,3 +305,78 @@ def faults(
         if v is not None
     }
     typer.echo(json.dumps(_admin("POST", url, "faults", json=changes)))
+
+
+def set_chaos(url: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change a running sandbox's chaos (POST /_sandbox/chaos); returns its settings and counts."""
+    data: dict[str, Any] = _admin("POST", url, "chaos", json=changes)
+    return data
+
+
+def _chaos_line(data: dict[str, Any]) -> str:
+    low, high = data["delay_s"]
+    return (
+        f"{data['graphql_5xx']:.0%} GraphQL 5xx, {data['delay']:.0%} delays of {low:g}-{high:g} s, "
+        f"{data['truncate']:.0%} truncated downloads, {data['put_fail']:.0%} failed PUTs, "
+        f"{data['drop']:.0%} dropped connections"
+    )
+
+
+@app.command("chaos")
+def chaos(
+    url: Url,
+    seed: Annotated[
+        int | None, typer.Option(help="Start (or restart) chaos with this seed; counters reset.")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Stop injecting faults.")] = False,
+    chaos_profile: Annotated[
+        str | None, typer.Option("--profile", help=f"Set every probability: {', '.join(PROFILES)}.")
+    ] = None,
+    graphql_5xx: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="P(a GraphQL POST answers 502/503).")
+    ] = None,
+    delay: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="P(a request is delayed).")
+    ] = None,
+    delay_s: Annotated[
+        tuple[float, float] | None,
+        typer.Option(metavar="MIN MAX", help="Range of a delay, in seconds."),
+    ] = None,
+    truncate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="P(a download is cut short; a resume answers 503)."),
+    ] = None,
+    put_fail: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="P(an upload PUT answers 500/503).")
+    ] = None,
+    drop: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="P(a connection closes unanswered).")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show, start or stop seeded chaos, and count the faults it injected so far."""
+    if chaos_profile is not None and chaos_profile not in PROFILES:
+        raise typer.BadParameter(f"choose one of {', '.join(PROFILES)}", param_hint="--profile")
+    settings = {
+        "seed": seed,
+        "profile": chaos_profile,
+        "graphql_5xx": graphql_5xx,
+        "delay": delay,
+        "delay_s": list(delay_s) if delay_s is not None else None,
+        "truncate": truncate,
+        "put_fail": put_fail,
+        "drop": drop,
+    }
+    changes: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    if off:
+        changes["enabled"] = False
+    data = set_chaos(url, changes) if changes else _admin("GET", url, "chaos")
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    state = f"on, seed {data['seed']}" if data["enabled"] else "off"
+    typer.echo(f"chaos {state}: {_chaos_line(data)}; {data['requests']} requests seen")
+    table = Table("fault", "injected")
+    for kind in COUNTED:
+        table.add_row(kind, str(data["counts"][kind]))
+    Console().print(table)

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -15,6 +16,7 @@ from starlette.routing import BaseRoute, Mount
 from flows.tournaments import CLASSIC, SIGNALS
 from sandbox.backend import Backend
 from sandbox.catalog import DatasetCatalog, DirectoryCatalog
+from sandbox.chaos import Chaos
 from sandbox.classic_data import SyntheticClassic
 from sandbox.classic_spec import DATA_VERSION
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY
@@ -54,6 +56,7 @@ class Sandbox:
         first_round: int = FIRST_ROUND,
         catalogs: Mapping[int, DatasetCatalog] | None = None,
         routes: Sequence[BaseRoute] = (),
+        chaos: Chaos | None = None,
     ) -> None:
         size_preset(size)  # fail early on a bad size
         self.root = Path(root)
@@ -75,6 +78,7 @@ class Sandbox:
             models=models,
             clock=clock,
             first_round=first_round,
+            chaos=chaos,
         )
         self.backend = Backend(
             self.state, {CLASSIC: classic, SIGNALS: self.signals, **(catalogs or {})}
@@ -178,6 +182,11 @@ class Sandbox:
     def faults(self) -> Faults:
         return self.state.faults
 
+    @property
+    def chaos(self) -> Chaos:
+        """Seeded chaos (off unless started with one); `configure` changes it while serving."""
+        return self.state.chaos
+
     def submissions(self, model_name: str | None = None) -> list[SubmissionRecord]:
         return [
             s for s in self.state.submissions if model_name is None or s.model_name == model_name
@@ -186,9 +195,9 @@ class Sandbox:
     def current_round(self, tournament: int = CLASSIC) -> int:
         return self.state.current_round(tournament).number
 
-    def open_round(self, tournament: int = CLASSIC) -> int:
-        """Open the next round (with new live data) and return its number."""
-        return self.backend.open_round(tournament).number
+    def open_round(self, tournament: int = CLASSIC, window: timedelta | None = None) -> int:
+        """Open the next round (with new live data), for `window`, and return its number."""
+        return self.backend.open_round(tournament, window).number
 
     def close_round(self, tournament: int = CLASSIC) -> None:
         """Close the current round: its closeStakingTime and closeTime move into the past."""

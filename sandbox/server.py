@@ -7,6 +7,7 @@ import json
 import logging
 import mimetypes
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -14,9 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from flows.tournaments import CLASSIC, Tournament
 from sandbox.backend import Backend
+from sandbox.chaos import Chaos
+from sandbox.chaos_asgi import ChaosMiddleware
 from sandbox.errors import SandboxError
 from sandbox.schema import RequestContext, execute, round_json
 from sandbox.state import Faults
@@ -50,6 +54,16 @@ def _round(request: Request) -> int | None:
         raise SandboxError(f"round must be a round number, not {raw!r}") from None
 
 
+def _window(body: dict[str, Any]) -> timedelta | None:
+    """The `window_seconds` a round stays open for; None (the sandbox's default) without one."""
+    raw = body.get("window_seconds")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+        raise SandboxError(f"window_seconds must be a positive number of seconds, not {raw!r}")
+    return timedelta(seconds=raw)
+
+
 class SandboxApp:
     """Request handlers bound to one backend."""
 
@@ -60,6 +74,10 @@ class SandboxApp:
     @property
     def faults(self) -> Faults:
         return self.backend.state.faults
+
+    @property
+    def chaos(self) -> Chaos:
+        return self.backend.state.chaos
 
     async def _latency(self) -> None:
         if self.faults.latency_s > 0:
@@ -184,8 +202,9 @@ class SandboxApp:
 
     async def admin_open_round(self, request: Request) -> Response:
         try:
-            tournament = _tournament(request, await self._json_body(request))
-            rnd = await run_in_threadpool(self.backend.open_round, tournament)
+            body = await self._json_body(request)
+            tournament, window = _tournament(request, body), _window(body)
+            rnd = await run_in_threadpool(self.backend.open_round, tournament, window)
         except SandboxError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(round_json(rnd))
@@ -206,13 +225,22 @@ class SandboxApp:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(self.faults.to_json())
 
+    async def admin_chaos(self, request: Request) -> Response:
+        """Seeded chaos: its settings and how many faults of each kind it injected."""
+        if request.method == "POST":
+            try:
+                self.chaos.configure(await self._json_body(request))
+            except SandboxError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(self.chaos.to_json())
+
 
 def create_app(
     backend: Backend, routes: Sequence[BaseRoute] = (), webhooks: WebhookDelivery | None = None
-) -> Starlette:
-    """The sandbox's ASGI app; `routes` are mounted too (e.g. a price source)."""
+) -> ASGIApp:
+    """The sandbox's ASGI app, chaos outermost; `routes` are mounted too (e.g. a price source)."""
     handlers = SandboxApp(backend, webhooks)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", handlers.graphql, methods=["POST"]),
             Route("/", handlers.index, methods=["GET"]),
@@ -224,7 +252,9 @@ def create_app(
             Route("/_sandbox/rounds/open", handlers.admin_open_round, methods=["POST"]),
             Route("/_sandbox/rounds/close", handlers.admin_close_round, methods=["POST"]),
             Route("/_sandbox/faults", handlers.admin_faults, methods=["GET", "POST"]),
+            Route("/_sandbox/chaos", handlers.admin_chaos, methods=["GET", "POST"]),
             Route("/_sandbox/webhooks", handlers.admin_webhooks, methods=["GET"]),
             *routes,
         ]
     )
+    return ChaosMiddleware(app, backend.state.chaos)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from flows.tournaments import CLASSIC, Tournament
 from flows.tournaments import SIGNALS as SIGNALS  # re-exported: tests/flows import it from here
+from sandbox.chaos import Chaos
 from sandbox.errors import AuthError, SandboxConfigError, SandboxError
 
 FIRST_ROUND = 1000
@@ -190,6 +191,7 @@ class SandboxState:
         first_round: int = FIRST_ROUND,
         round_length: timedelta = ROUND_LENGTH,
         username: str = "sandbox_user",
+        chaos: Chaos | None = None,
     ) -> None:
         self.public_id = public_id
         self._secret_key = secret_key
@@ -198,6 +200,7 @@ class SandboxState:
         self.clock = clock
         self.round_length = round_length
         self.faults = Faults()
+        self.chaos = chaos or Chaos()  # off unless given; reconfigured in place, never replaced
         self.webhook_sender: Callable[[TriggerRecord], None] | None = None
         self._lock = threading.RLock()
         self._store = _Store()
@@ -248,8 +251,10 @@ class SandboxState:
         return matches[0] if matches else None
 
     # --- rounds -----------------------------------------------------------------------------
-    def _new_round(self, tournament: int, number: int, now: datetime) -> RoundRecord:
-        close = now + self.round_length
+    def _new_round(
+        self, tournament: int, number: int, now: datetime, window: timedelta | None = None
+    ) -> RoundRecord:
+        close = now + (window or self.round_length)
         return RoundRecord(tournament, number, now, close, close, now + RESOLVE_AFTER)
 
     def rounds(self, tournament: int) -> list[RoundRecord]:
@@ -275,15 +280,16 @@ class SandboxState:
                 (r for r in self._store.rounds.get(tournament, []) if r.number == number), None
             )
 
-    def open_round(self, tournament: int = CLASSIC) -> RoundRecord:
-        """Close the current round (if still open) and open the next one now."""
+    def open_round(self, tournament: int = CLASSIC, window: timedelta | None = None) -> RoundRecord:
+        """Close the current round (if still open) and open the next one now, for `window`
+        (the sandbox's round length without one)."""
         now = self.clock()
         with self._lock:
             rounds = self._rounds_of(tournament)
             last = rounds[-1]
             if last.close_time > now:
                 rounds[-1] = replace(last, close_staking_time=now, close_time=now)
-            rounds.append(self._new_round(tournament, last.number + 1, now))
+            rounds.append(self._new_round(tournament, last.number + 1, now, window))
             return rounds[-1]
 
     def close_round(self, tournament: int = CLASSIC) -> RoundRecord:

@@ -20,6 +20,15 @@ def round_command(
         str, typer.Option(help="Sandbox data size: tiny, small or bench.")
     ] = "tiny",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every node to submit.")] = 900,
+    chaos: Annotated[
+        int | None,
+        typer.Option(
+            "--chaos",
+            metavar="SEED",
+            help="Rehearse a bad day: the sandbox injects seeded faults (5xx answers, delays, "
+            "truncated downloads, failed uploads, dropped connections).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run a full local round: stack up with the sandbox, deploy, open a round, wait for every
@@ -34,6 +43,8 @@ def round_command(
     from deployments.webhooks import prefect_api
     from infra.local.round import follow_round, open_round
     from infra.local.stack import StackAlreadyUp
+    from sandbox.chaos import DEFAULT_PROFILE
+    from sandbox.cli import set_chaos
 
     nodes = load_nodes()
     stack = load_stack()
@@ -50,6 +61,10 @@ def round_command(
                 "first."
             ) from None
         err_console.print("Using the local stack that is already up.")
+    if chaos is not None and info.sandbox_url is not None:
+        # On once the stack is up: setting it up (webhook registration) is not the rehearsal.
+        set_chaos(info.sandbox_url, {"seed": chaos, "profile": DEFAULT_PROFILE})
+        err_console.print(f"Chaos is on (seed {chaos}, profile {DEFAULT_PROFILE}).")
 
     try:
         sandbox_url = info.sandbox_url
