@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from flows.errors import ConfigurationError
+
 FAMILIES = ("gen", "cpu", "mem")
 SIZES = ("xs", "s", "m", "l", "xl", "2xl")
 ECS = "ecs"
@@ -57,9 +59,9 @@ def preset_names() -> list[str]:
 
 
 def known_preset(preset: str) -> str:
-    """`preset` itself, or a ValueError listing the valid presets."""
+    """`preset` itself, or a ConfigurationError (a ValueError) listing the valid presets."""
     if preset not in PRESETS:
-        raise ValueError(
+        raise ConfigurationError(
             f"Unknown size preset '{preset}'. Valid presets: {', '.join(preset_names())}."
         )
     return preset
@@ -81,6 +83,6 @@ def job_variables(preset: str, pool_type: str) -> dict:
             "memory": f"{size.cloud_run_memory_mib // _GIB}Gi",
             "timeout": CLOUD_RUN_TIMEOUT_SECONDS,
         }
-    raise ValueError(
+    raise ConfigurationError(
         f"Unknown work pool type '{pool_type}'. Valid pool types: {', '.join(POOL_TYPES)}."
     )

@@ -1,4 +1,8 @@
-"""`numerai-nodes infra`: the cloud stacks nodes run on (AWS ECS, GCP Cloud Run) and their pools."""
+"""`numerai-nodes infra`: the cloud places nodes run on (AWS ECS, GCP Cloud Run) and their pools.
+
+Each place's command group has the same commands and options: `up [--skip-keys]`,
+`down [--delete-bucket]` and `status [--json]`.
+"""
 
 from __future__ import annotations
 

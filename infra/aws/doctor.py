@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from infra.aws.place import (
-    PLACEHOLDER,
-    UP_COMMAND,
-    AwsError,
-    caller_identity,
-    describe_stack,
-    pool_mismatches,
-    secret_arns,
-    secret_names,
-    session,
-    stack_outputs,
-    template_defaults,
-)
+from boto3.session import Session
+from botocore.exceptions import ClientError
+
+from deployments.checks import Check
+from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
+from infra.aws.cloudformation import caller_identity, describe_stack, session, stack_outputs
+from infra.aws.errors import DOWN_COMMAND, UP_COMMAND, AwsError
+from infra.aws.pool import pool_mismatches, template_defaults
+from infra.aws.secrets import PLACEHOLDER, secret_arns, secret_names
+from infra.aws.settings import AwsSettings
 from infra.pools import read_pool_template
 
-if TYPE_CHECKING:
-    from boto3.session import Session
 
-    from deployments.doctor import Check
-
-
-def doctor_checks(pool_name: str, stack_name: str, region: str | None) -> list[Check]:
+def doctor_checks(pool_name: str, *, settings: AwsSettings | None = None) -> list[Check]:
     """Every AWS check in order; a check that cannot run without an earlier one is left out."""
-    from deployments.doctor import Check
-
+    settings = settings or AwsSettings()
     try:
-        aws = session(region)
+        aws = session(settings.region)
         identity = caller_identity(aws)
     except AwsError as exc:
         return [Check("aws credentials", "fail", str(exc), f"Fix that, then run `{UP_COMMAND}`.")]
@@ -41,8 +32,8 @@ def doctor_checks(pool_name: str, stack_name: str, region: str | None) -> list[C
             f"account {identity['account']} as {identity['arn']} in {aws.region_name}",
         )
     ]
-    stack = describe_stack(aws, stack_name)
-    checks.append(_stack(stack, stack_name, aws.region_name))
+    stack = describe_stack(aws, settings.stack_name)
+    checks.append(_stack(stack, settings.stack_name, aws.region_name))
     if stack is None or "ClusterName" not in stack_outputs(stack):
         return checks
     outputs = stack_outputs(stack)
@@ -56,8 +47,6 @@ def doctor_checks(pool_name: str, stack_name: str, region: str | None) -> list[C
 
 
 def _stack(stack: dict[str, Any] | None, name: str, region: str) -> Check:
-    from deployments.doctor import Check
-
     if stack is None:
         return Check(
             "aws stack",
@@ -72,7 +61,7 @@ def _stack(stack: dict[str, Any] | None, name: str, region: str) -> Check:
     fix = (
         "Wait for it to settle, then check again."
         if state.endswith("_IN_PROGRESS")
-        else f"Delete it with `numerai-nodes infra aws down`, then run `{UP_COMMAND}`."
+        else f"Delete it with `{DOWN_COMMAND}`, then run `{UP_COMMAND}`."
         if state == "ROLLBACK_COMPLETE"
         else f"Run `{UP_COMMAND}` to roll it forward."
     )
@@ -85,8 +74,6 @@ def _pool(
     outputs: dict[str, str],
     arns: dict[str, str | None],
 ) -> Check:
-    from deployments.doctor import Check
-
     if template is None:
         return Check(
             "ecs pool",
@@ -106,10 +93,6 @@ def _pool(
 
 
 def _image(aws: Session, template: dict[str, Any], outputs: dict[str, str]) -> Check:
-    from botocore.exceptions import ClientError
-
-    from deployments.doctor import Check
-
     image = template_defaults(template).get("image") or ""
     repository, _, tag = image.rpartition(":")
     if repository != outputs["RepositoryUri"] or not tag:
@@ -136,15 +119,10 @@ def _image(aws: Session, template: dict[str, Any], outputs: dict[str, str]) -> C
 
 
 def _secrets(aws: Session, stack: dict[str, Any], arns: dict[str, str | None]) -> list[Check]:
-    from botocore.exceptions import ClientError
-
-    from deployments.doctor import Check
-
     client = aws.client("secretsmanager")
     names = secret_names(stack)
     fix = (
-        f"Set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY (or answer the prompts) and run "
-        f"`{UP_COMMAND}`."
+        f"Set {PUBLIC_ID_ENV} and {SECRET_KEY_ENV} (or answer the prompts) and run `{UP_COMMAND}`."
     )
     checks = []
     for env_name, arn in arns.items():

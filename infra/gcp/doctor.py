@@ -5,43 +5,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from deployments.doctor import Check
-from infra.gcp.place import (
-    IMAGE_NAME,
-    REQUIRED_OUTPUTS,
-    SECRET_OUTPUTS,
-    UP,
-    GcpSettings,
-    GcpStackError,
-    SecretManager,
-    Terraform,
-    adc_token,
-    cloud_run_pool_template,
-    credentials_block_id,
-    image_uri,
-)
+from deployments.checks import Check
+from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
+from infra.gcp.errors import UP_COMMAND, GcpStackError
+from infra.gcp.pool import IMAGE_NAME, SECRET_OUTPUTS, image_uri, missing_outputs, pool_mismatches
+from infra.gcp.secrets import SecretManager, adc_token, send
+from infra.gcp.settings import GcpSettings
+from infra.gcp.terraform import Terraform
 from infra.pools import read_pool_template
-
-_CHECKED_VARIABLES = (
-    "region",
-    "image",
-    "service_account_name",
-    "env_from_secrets",
-    "env",
-    "timeout",
-    "cpu",
-    "memory",
-)
 
 
 def doctor_checks(
     pool_name: str,
-    settings: GcpSettings | None = None,
     *,
+    settings: GcpSettings | None = None,
     token: Callable[[], str] | None = None,
     transport: httpx.BaseTransport | None = None,
 ) -> list[Check]:
@@ -73,7 +53,7 @@ def _credentials() -> Check:
             "fail",
             f"GOOGLE_APPLICATION_CREDENTIALS names {path}, which does not exist",
             f"Point it at a service account key file (or unset it and run `gcloud auth "
-            f"application-default login`), then run `{UP}`.",
+            f"application-default login`), then run `{UP_COMMAND}`.",
         )
     config = Path(os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud")
     if (config / "application_default_credentials.json").is_file():
@@ -83,58 +63,45 @@ def _credentials() -> Check:
         "fail",
         "no GOOGLE_APPLICATION_CREDENTIALS and no gcloud Application Default Credentials",
         f"Run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS), "
-        f"then run `{UP}`.",
+        f"then run `{UP_COMMAND}`.",
     )
 
 
 def _outputs(settings: GcpSettings) -> tuple[Check, dict[str, str]]:
     name = "Terraform state"
+    terraform = Terraform(settings)
     try:
-        outputs = Terraform(settings).outputs()
+        outputs = terraform.outputs()
     except GcpStackError as exc:
-        return Check(name, "fail", str(exc), f"Create the stack with `{UP}`."), {}
-    missing = [output for output in REQUIRED_OUTPUTS if not outputs.get(output)]
+        return Check(name, "fail", str(exc), f"Create the stack with `{UP_COMMAND}`."), {}
+    missing = missing_outputs(outputs)
     if missing:
         detail = (
             f"outputs lack {', '.join(missing)}"
             if outputs
-            else "no stack applied in this directory"
+            else f"no stack applied (no Terraform state in {terraform.work_dir})"
         )
-        return Check(name, "fail", detail, f"Create or update the stack with `{UP}`."), {}
+        return Check(name, "fail", detail, f"Create or update the stack with `{UP_COMMAND}`."), {}
     return Check(name, "ok", f"project {outputs['project']}, region {outputs['region']}"), outputs
 
 
 def _pool(pool_name: str, outputs: dict[str, str], settings: GcpSettings) -> Check:
     name = f"Work pool {pool_name}"
-    fix = f"Create or update the pool from the stack with `{UP}`."
+    fix = f"Create or update the pool from the stack with `{UP_COMMAND}`."
     try:
         actual = read_pool_template(pool_name)
     except (httpx.HTTPError, RuntimeError) as exc:  # the main doctor checks the Prefect API
         return Check(name, "warn", f"could not read the pool ({type(exc).__name__})", fix)
     if actual is None:
         return Check(name, "fail", "the pool does not exist", fix)
-    expected = cloud_run_pool_template(
-        outputs,
-        image=image_uri(outputs, settings.image_tag),
-        preset=settings.preset,
-        credentials_block_id=credentials_block_id(settings.credentials_block),
-        results_block=settings.results_block,
-    )
-    differ = [
-        variable
-        for variable in _CHECKED_VARIABLES
-        if _default(actual, variable) != _default(expected, variable)
-    ]
-    # A deployment may pin another tag; the pool's image must still come from the stack's registry.
-    if "image" in differ and str(_default(actual, "image")).startswith(outputs["repository_url"]):
-        differ.remove("image")
+    try:
+        differ = pool_mismatches(actual, outputs, settings)
+    except GcpStackError as exc:
+        return Check(name, "fail", str(exc), fix)
     if differ:
-        return Check(name, "fail", f"defaults differ from the stack: {', '.join(differ)}", fix)
-    return Check(name, "ok", f"matches the stack (image {_default(actual, 'image')})")
-
-
-def _default(template: dict[str, Any], variable: str) -> Any:
-    return template.get("variables", {}).get("properties", {}).get(variable, {}).get("default")
+        return Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
+    image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
+    return Check(name, "ok", f"matches the stack (image {image})")
 
 
 def _secrets(outputs: dict[str, str], secrets: SecretManager) -> list[Check]:
@@ -155,7 +122,7 @@ def _secrets(outputs: dict[str, str], secrets: SecretManager) -> list[Check]:
                     name,
                     "fail",
                     f"no enabled version: Cloud Run jobs cannot read {env}",
-                    f"Set NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY and run `{UP}`.",
+                    f"Set {PUBLIC_ID_ENV} and {SECRET_KEY_ENV} and run `{UP_COMMAND}`.",
                 )
             )
     return checks
@@ -164,7 +131,7 @@ def _secrets(outputs: dict[str, str], secrets: SecretManager) -> list[Check]:
 def _secret_fix(outputs: dict[str, str], secret: str) -> str:
     return (
         f"Check with `gcloud secrets versions list {secret} --project {outputs['project']}`; "
-        f"store the keys with `{UP}`."
+        f"store the keys with `{UP_COMMAND}`."
     )
 
 
@@ -178,7 +145,8 @@ def _image(
     name = "Node image"
     push = (
         f"Push it: `gcloud auth configure-docker {image.split('/')[0]}`, then "
-        f"`docker build -t {image} . && docker push {image}` (the repository comes from `{UP}`)."
+        f"`docker build -t {image} . && docker push {image}` (the repository comes from "
+        f"`{UP_COMMAND}`)."
     )
     repository = outputs.get("repository_id") or outputs["repository_url"].rsplit("/", 1)[-1]
     path = (
@@ -192,8 +160,8 @@ def _image(
             transport=transport,
             timeout=30,
         ) as client:
-            response = client.get(path)
-    except (httpx.HTTPError, GcpStackError) as exc:
+            response = send(client, "GET", path)
+    except GcpStackError as exc:
         return Check(name, "warn", f"could not check {image} ({type(exc).__name__})", push)
     if response.status_code == 200:
         return Check(name, "ok", image)
@@ -219,7 +187,7 @@ def _unchecked(outputs: dict[str, str], settings: GcpSettings) -> list[Check]:
             "warn",
             "not checked: no GCP credentials",
             f"Check with `gcloud artifacts docker images list {image.rsplit(':', 1)[0]}`; the "
-            f"repository comes from `{UP}`.",
+            f"repository comes from `{UP_COMMAND}`.",
         )
     )
     return checks

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from flows.errors import ConfigurationError, NodeError
 from infra.presets import FAMILIES, SIZES, job_variables, preset_names
 
 # AWS Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
@@ -76,13 +77,15 @@ def test_memory_grows_with_size(family):
 
 
 def test_unknown_preset_names_the_valid_ones():
-    with pytest.raises(ValueError, match="Unknown size preset 'huge'") as error:
+    with pytest.raises(ConfigurationError, match="Unknown size preset 'huge'") as error:
         job_variables("huge", "ecs")
     assert "gen-xs" in str(error.value) and "mem-2xl" in str(error.value)
+    # One error root for the CLI, and still a ValueError for pydantic validators.
+    assert isinstance(error.value, NodeError) and isinstance(error.value, ValueError)
 
 
 def test_unknown_pool_type():
-    with pytest.raises(ValueError, match="cloud-run-v2"):
+    with pytest.raises(ConfigurationError, match="cloud-run-v2"):
         job_variables("gen-m", "kubernetes")
 
 
@@ -92,7 +95,7 @@ def test_cloud_settings_reject_an_unknown_preset(module, monkeypatch):
 
     from pydantic import ValidationError
 
-    cloud = importlib.import_module(f"infra.{module}.place")
+    cloud = importlib.import_module(f"infra.{module}.settings")
     settings = cloud.AwsSettings if module == "aws" else cloud.GcpSettings
     monkeypatch.setenv(f"NUMERAI_NODES_{module.upper()}_PRESET", "gen-xxl")
     with pytest.raises(ValidationError, match=r"Unknown size preset 'gen-xxl'.*gen-m"):

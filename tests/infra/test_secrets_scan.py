@@ -198,7 +198,7 @@ def _render(template: dict, job_variables: dict) -> str:
 
 
 def test_rendered_ecs_job_holds_no_keys_and_names_the_secrets(monkeypatch):
-    from infra.aws.place import ecs_pool_template
+    from infra.aws.pool import ecs_pool_template
 
     # Keys in the environment of whoever builds the pool must not leak into it.
     monkeypatch.setenv("NUMERAI_PUBLIC_ID", _PUBLIC_ID)
@@ -214,7 +214,7 @@ def test_rendered_ecs_job_holds_no_keys_and_names_the_secrets(monkeypatch):
 
 
 def test_rendered_cloud_run_job_holds_no_keys_and_names_the_secrets(monkeypatch):
-    from infra.gcp.place import cloud_run_pool_template
+    from infra.gcp.pool import cloud_run_pool_template
 
     monkeypatch.setenv("NUMERAI_PUBLIC_ID", _PUBLIC_ID)
     monkeypatch.setenv("NUMERAI_SECRET_KEY", _SECRET_KEY)

@@ -6,7 +6,7 @@ Google through a corporate proxy: `HTTPS_PROXY` (httplib2 with PySocks) points a
 CONNECT proxy that terminates TLS with a test CA's certificate (`HTTPLIB2_CA_CERTS`) and hands
 the HTTP to the Cloud Run fake. The fake's containers get the same network for Cloud Storage,
 where the trained model lives between runs. The pool's job template is the project's
-(`infra.gcp.place.cloud_run_pool_template`).
+(`infra.gcp.pool.cloud_run_pool_template`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.gcp.place import RESULTS_BLOCK, SECRET_OUTPUTS, cloud_run_pool_template
+from infra.gcp.pool import SECRET_OUTPUTS, cloud_run_pool_template
+from infra.gcp.settings import RESULTS_BLOCK
 from infra.pools import upsert_pool
 from sandbox.runner import Sandbox
 from tests.integration.cloud_run_fake import CloudRunFake

@@ -18,7 +18,9 @@ import pytest
 from prefect import get_client
 from pydantic import SecretStr
 
-from infra.aws.place import AwsSettings, NumeraiKeys, up
+from infra.aws.place import up
+from infra.aws.settings import AwsSettings
+from infra.cloud import NumeraiKeys
 from sandbox.runner import Sandbox
 from tests.integration.ecs_runner import EcsTaskRunner, moto_aws, venv_bin
 from tests.integration.servers import _prefect_executable

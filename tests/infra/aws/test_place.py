@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import boto3
@@ -11,16 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli.infra_aws import app
+from infra.aws.cloudformation import describe_stack, session, stack_outputs
 from infra.aws.doctor import doctor_checks
-from infra.aws.place import (
-    IMAGE_VARIABLE,
-    PLACEHOLDER,
-    AwsSettings,
-    describe_stack,
-    session,
-    stack_outputs,
-)
-from infra.pools import read_pool_template
+from infra.aws.errors import AwsError, NoAwsCredentials
+from infra.aws.pool import IMAGE_VARIABLE
+from infra.aws.secrets import PLACEHOLDER
+from infra.aws.settings import AwsSettings
+from infra.cloud import CloudError, KeysMissing, PlaceStatus
+from infra.pools import PrefectApiUnreachable, read_pool_template
 
 # moto's CloudFormation skips the resource types it lacks (bucket and queue policies, secrets).
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
@@ -127,14 +125,32 @@ def test_status_json_shows_the_stack_and_a_matching_pool(aws):
     result = CliRunner().invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
+    # The shape every place's `status --json` has (the GCP tests check theirs against it too).
+    assert set(status) == {field.name for field in fields(PlaceStatus)}
+    assert status["place"] == "aws" and status["exists"] is True
     assert status["stack_status"].endswith("_COMPLETE")
+    assert STACK in status["stack"]
     assert status["outputs"]["ClusterName"] == _outputs()["ClusterName"]
-    assert status["pool_present"] and status["pool_matches"], status["pool_mismatches"]
+    assert status["pool_name"] == POOL
+    assert status["pool_exists"] and status["pool_matches"], status["problems"]
+    assert status["problems"] == []
+
+
+def test_status_of_a_missing_stack_has_the_same_shape(aws):
+    result = CliRunner().invoke(app, ["status", "--json", "--stack", "no-such-stack"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert set(status) == {field.name for field in fields(PlaceStatus)}
+    assert status["exists"] is False and status["outputs"] == {}
+    region = session(None).region_name
+    assert status["problems"] == [
+        f"stack no-such-stack in {region} does not exist; `numerai-nodes infra aws up` creates it"
+    ]
 
 
 def test_doctor_is_green_with_the_image_pushed_and_keys_in_place(aws):
     _push_image("v1")
-    checks = doctor_checks(POOL, STACK, None)
+    checks = doctor_checks(POOL)
     assert [c.status for c in checks] == ["ok"] * len(checks), checks
     names = {c.name for c in checks}
     assert {"aws credentials", "aws stack", "ecs pool", "node image"} <= names
@@ -144,12 +160,14 @@ def test_doctor_is_green_with_the_image_pushed_and_keys_in_place(aws):
 def test_numerai_nodes_doctor_runs_the_aws_checks_for_the_ecs_node(aws, monkeypatch):
     from deployments.catalogue import find_node
     from deployments.doctor import diagnose
+    from infra.places import place_checks
 
     monkeypatch.setenv("NUMERAI_NODES_AWS_STACK_NAME", STACK)
     monkeypatch.setenv("NUMERAI_NODES_AWS_POOL_NAME", POOL)
     monkeypatch.setenv("NUMERAI_API_URL", "http://127.0.0.1:9")  # never the real Numerai
     node = find_node("tournament-aws", ROOT / "prefect.yaml")
-    checks = {c.name: c for c in diagnose([replace(node, work_pool=POOL)], None, explicit=True)}
+    found = diagnose([replace(node, work_pool=POOL)], None, explicit=True, places=place_checks)
+    checks = {c.name: c for c in found}
     # No worker serves the pool in this test; the stack behind it is sound.
     assert checks[f"work pool {POOL}"].status == "fail"
     for name in ("aws credentials", "aws stack", "ecs pool", "node image"):
@@ -164,7 +182,7 @@ def test_doctor_reports_a_missing_image_and_a_placeholder_key(aws):
         repositoryName=_outputs()["RepositoryName"], imageIds=[{"imageTag": "v1"}]
     )
     try:
-        failed = {c.name: c for c in doctor_checks(POOL, STACK, None) if c.status == "fail"}
+        failed = {c.name: c for c in doctor_checks(POOL) if c.status == "fail"}
         assert set(failed) == {"node image", "secret NUMERAI_SECRET_KEY"}
         assert all("numerai-nodes infra aws up" in c.fix for c in failed.values())
     finally:
@@ -172,41 +190,64 @@ def test_doctor_reports_a_missing_image_and_a_placeholder_key(aws):
 
 
 def test_doctor_reports_a_pool_that_drifted_from_the_stack(aws):
-    result = CliRunner().invoke(app, ["up", "--image-tag", "v1", "--pool", "other-ecs"], env=KEYS)
+    args = ["up", "--image-tag", "v1", "--pool", "other-ecs", "--preset", "cpu-s"]
+    result = CliRunner().invoke(app, args, env=KEYS)
     assert result.exit_code == 0, result.output
     from infra.pools import upsert_pool
 
     template = read_pool_template("other-ecs")
+    defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
+    assert (defaults["cpu"], defaults["memory"]) == (1024, 2048)  # --preset cpu-s
     template["variables"]["properties"]["cluster"]["default"] = "somebody-elses-cluster"
     upsert_pool("other-ecs", "ecs", template)
-    (pool,) = [c for c in doctor_checks("other-ecs", STACK, None) if c.name == "ecs pool"]
+    (pool,) = [c for c in doctor_checks("other-ecs") if c.name == "ecs pool"]
     assert pool.status == "fail" and "cluster" in pool.detail
     assert "numerai-nodes infra aws up" in pool.fix
 
 
-def test_without_credentials_up_says_so_without_a_traceback(aws, monkeypatch):
+def test_without_credentials_up_raises_the_error_the_cli_prints(aws, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     result = CliRunner().invoke(app, ["up"], env=KEYS)
+    # The CLI's top level prints a NodeError's message; this command only raises it.
     assert result.exit_code == 1
-    assert "No AWS credentials found" in result.output
-    assert "Traceback" not in result.output
-    checks = doctor_checks(POOL, STACK, None)
+    assert isinstance(result.exception, NoAwsCredentials)
+    assert isinstance(result.exception, PermissionError)
+    assert isinstance(result.exception, AwsError) and isinstance(result.exception, CloudError)
+    assert "No AWS credentials found" in str(result.exception)
+    assert "numerai-nodes infra aws up" in str(result.exception)
+    checks = doctor_checks(POOL)
     assert checks[0].status == "fail" and "numerai-nodes infra aws up" in checks[0].fix
 
 
+def test_without_keys_outside_a_terminal_up_names_them_and_skip_keys(aws, monkeypatch):
+    for name in (*KEYS, "NUMERAI_NODES_PUBLIC_ID", "NUMERAI_NODES_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["up"])
+    # The CLI's top level prints the message; the command raises it before touching AWS.
+    assert result.exit_code == 1
+    assert isinstance(result.exception, KeysMissing)
+    message = str(result.exception)
+    assert "NUMERAI_PUBLIC_ID" in message and "NUMERAI_SECRET_KEY" in message
+    assert "--skip-keys" in message
+
+
 def test_a_missing_stack_is_reported_with_the_command_that_creates_it(aws):
-    (check,) = [c for c in doctor_checks(POOL, "no-such-stack", None) if c.name == "aws stack"]
+    settings = AwsSettings(stack_name="no-such-stack", _env_file=None)
+    (check,) = [c for c in doctor_checks(POOL, settings=settings) if c.name == "aws stack"]
     assert check.status == "fail" and "numerai-nodes infra aws up" in check.fix
 
 
-def test_down_deletes_the_stack_the_secrets_and_the_pool(aws):
+def test_down_deletes_the_stack_the_secrets_and_the_pool_and_keeps_the_bucket(aws):
     _push_image("v2")
+    bucket = _outputs()["BucketName"]
     result = CliRunner().invoke(app, ["down", "--yes"])
     assert result.exit_code == 0, result.output
     assert describe_stack(session(None), STACK) is None
     assert _client("secretsmanager").list_secrets()["SecretList"] == []
     assert read_pool_template(POOL) is None
+    assert f"kept bucket {bucket}" in result.output and "--delete-bucket" in result.output
+    assert _client("s3").head_bucket(Bucket=bucket)  # the trained models outlive the stack
     assert AwsSettings(_env_file=None).stack_name == STACK
 
 
@@ -216,6 +257,6 @@ def test_up_with_prefect_unreachable_fails_fast_and_builds_nothing(moto_env):
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         result = CliRunner().invoke(app, ["up", "--stack", "never-built"], env=KEYS)
     assert result.exit_code == 1
-    assert "Prefect API at http://127.0.0.1:9/api does not answer" in result.output
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, PrefectApiUnreachable)
+    assert "Prefect API at http://127.0.0.1:9/api does not answer" in str(result.exception)
     assert describe_stack(session(None), "never-built") is None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-TEMPLATE = Path(__file__).parents[3] / "infra" / "aws" / "stack.yaml"
+from infra.aws.cloudformation import TEMPLATE  # package data, as `up` finds it
+
 STACK = "numerai-nodes"
 
 # moto's CloudFormation skips the bucket and queue policies and the key secrets (`up` creates

@@ -10,7 +10,9 @@ import pytest
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
 
-TEMPLATE = Path(__file__).parents[3] / "infra" / "aws" / "stack.yaml"
+from infra.aws import cloudformation
+from infra.aws.cloudformation import TEMPLATE
+
 _READ_PREFIXES = ("Get", "List", "Describe", "BatchGet", "BatchCheck")
 # ECS accepts no resource ARN for these two; the worker needs them to run flows.
 _NO_RESOURCE_LEVEL = {"ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition"}
@@ -34,6 +36,11 @@ def _statements(resource: dict) -> list[dict]:
 
 def _listed(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def test_the_template_is_package_data_beside_the_code_that_deploys_it():
+    assert Path(cloudformation.__file__).with_name("stack.yaml") == TEMPLATE
+    assert TEMPLATE.is_file()
 
 
 def test_cfn_lint_finds_no_errors():

@@ -1,4 +1,4 @@
-"""The GCP stack: the Cloud Run v2 template, the Terraform runner, Secret Manager, pool and CLI."""
+"""The GCP place: the Cloud Run v2 template, Terraform under the home, Secret Manager, keys, CLI."""
 
 from __future__ import annotations
 
@@ -7,20 +7,43 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from deployments.cli.infra_gcp import app
 from flows.errors import NodeError
+from infra.cloud import (
+    KeysMissing,
+    NumeraiKeys,
+    PlaceStatus,
+    key_env_names,
+    keys_from_settings,
+)
 from infra.gcp import place as gcp
 from infra.gcp.doctor import doctor_checks
-from infra.pools import RESULT_STORAGE_ENV, read_pool_template
+from infra.gcp.errors import (
+    GcpSettingsError,
+    GcpStackError,
+    GcpUnreachable,
+    StackOutputsMissing,
+    TerraformConfigMissing,
+    TerraformFailed,
+    TerraformMissing,
+)
+from infra.gcp.pool import IMAGE_VARIABLE, cloud_run_pool_template, image_uri
+from infra.gcp.secrets import SecretManager
+from infra.gcp.settings import CONFIG_DIR, RESULTS_BLOCK, GcpSettings
+from infra.gcp.terraform import Terraform
+from infra.pools import RESULT_STORAGE_ENV, read_pool_template, upsert_pool
 
 PUBLIC_ID = "PUBLICID7Q3XK2"
 SECRET_KEY = "SECRETKEY9ZP4WM8"
+_KEYS = NumeraiKeys(SecretStr(PUBLIC_ID), SecretStr(SECRET_KEY))
 OUTPUTS = {
     "project": "numerai-test",
     "region": "europe-west4",
@@ -33,39 +56,94 @@ OUTPUTS = {
     "secret_key_secret": "numerai-secret-key",
 }
 
-# A stand-in for the Terraform CLI: it logs its argv, cwd and whether the keys reached its
-# environment, then behaves like terraform for init, apply, destroy and `output -json`.
+# A stand-in for the Terraform CLI. It logs its argv, cwd and which key variables reached its
+# environment, keeps local state in its working directory as terraform does, and keeps the
+# "cloud" (which buckets exist) beside itself, so a kept bucket outlives `destroy`.
 _FAKE_TERRAFORM = """\
 import json, os, sys
 from pathlib import Path
 here = Path(__file__).parent
 args = sys.argv[1:]
-keys = [k for k in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY") if k in os.environ]
+keys = [k for k in KEY_NAMES if k in os.environ]
 with open(here / "calls.jsonl", "a") as log:
     log.write(json.dumps({"argv": args, "cwd": os.getcwd(), "keys_in_env": keys}) + "\\n")
-state = here / "state.json"
-if os.environ.get("FAKE_TERRAFORM_FAIL") == args[0]:
-    print("Error: googleapi: Error 403: Permission 'iam.serviceAccounts.create' denied", flush=True)
+state = Path("terraform.tfstate")
+cloud = here / "buckets.json"
+buckets = json.loads(cloud.read_text()) if cloud.exists() else []
+current = json.loads(state.read_text()) if state.exists() else None
+bucket = OUTPUTS["bucket_name"]
+
+
+def fail(message):
+    print("Error: " + message, flush=True)
     sys.exit(1)
+
+
+def save():
+    state.write_text(json.dumps(current))
+    cloud.write_text(json.dumps(buckets))
+
+
+variables = dict(a[len("-var="):].split("=", 1) for a in args if a.startswith("-var="))
+if os.environ.get("FAKE_TERRAFORM_FAIL") == args[0]:
+    fail("googleapi: Error 403: Permission 'iam.serviceAccounts.create' denied")
+if args[0] in ("init", "apply", "destroy", "import") and not list(Path().glob("*.tf")):
+    fail("No configuration files")
 if args[0] == "init":
+    Path(".terraform").mkdir(exist_ok=True)
     print("Initializing provider plugins...")
     print("Terraform has been successfully initialized!")
 elif args[0] == "apply":
+    current = current or {"bucket": None}
+    current["outputs"] = OUTPUTS
     print("google_storage_bucket.cache: Creating...")
-    state.write_text(json.dumps(OUTPUTS))
+    if current["bucket"] is None:
+        if bucket in buckets:
+            fail("googleapi: Error 409: you already own this bucket, bucketNameUnavailable")
+        buckets.append(bucket)
+        current["bucket"] = {"force_destroy": False}
+    if variables.get("force_destroy") == "true":
+        current["bucket"]["force_destroy"] = True
+    save()
     print("Apply complete! Resources: 17 added, 0 changed, 0 destroyed.")
+elif args[0] == "import":
+    address, resource_id = args[-2:]
+    if resource_id not in buckets:
+        fail("Cannot import non-existent remote object")
+    if current and current.get("bucket"):
+        fail("Resource already managed by Terraform")
+    current = current or {"outputs": {}}
+    current["bucket"] = {"force_destroy": False}
+    save()
+    print("Import successful!")
+elif args[0] == "state" and args[1] == "rm":
+    if not (current and current.get("bucket")):
+        fail("Invalid target address")
+    current["bucket"] = None
+    save()
+    print("Removed google_storage_bucket.cache")
 elif args[0] == "destroy":
-    state.unlink(missing_ok=True)
+    if current and current.get("bucket"):
+        if not current["bucket"]["force_destroy"]:
+            fail("googleapi: Error 409: The bucket you tried to delete is not empty.")
+        buckets.remove(bucket)
+    current = {"outputs": {}, "bucket": None}
+    save()
     print("Destroy complete! Resources: 17 destroyed.")
 elif args[0] == "output":
-    if not state.exists():
+    if not (current and current.get("outputs")):
         print("Warning: No outputs found", file=sys.stderr)
         print("{}")
     else:
-        values = json.loads(state.read_text())
         print(json.dumps({k: {"sensitive": False, "type": "string", "value": v}
-                          for k, v in values.items()}))
+                          for k, v in current["outputs"].items()}))
 """
+KEY_NAMES = (
+    "NUMERAI_PUBLIC_ID",
+    "NUMERAI_SECRET_KEY",
+    "NUMERAI_NODES_PUBLIC_ID",
+    "NUMERAI_NODES_SECRET_KEY",
+)
 
 
 @pytest.fixture
@@ -73,7 +151,9 @@ def fake_terraform(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "terraform"
-    script.write_text(f"#!{sys.executable}\n" + f"OUTPUTS = {OUTPUTS!r}\n" + _FAKE_TERRAFORM)
+    script.write_text(
+        f"#!{sys.executable}\nOUTPUTS = {OUTPUTS!r}\nKEY_NAMES = {KEY_NAMES!r}\n" + _FAKE_TERRAFORM
+    )
     script.chmod(0o755)
     return script
 
@@ -83,6 +163,19 @@ def _calls(fake_terraform: Path) -> list[dict]:
     if not log.exists():
         return []
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _commands(fake_terraform: Path) -> list[str]:
+    return [
+        " ".join(call["argv"][:2] if call["argv"][0] == "state" else call["argv"][:1])
+        for call in _calls(fake_terraform)
+    ]
+
+
+def _buckets(fake_terraform: Path) -> list[str]:
+    """The buckets that exist in the fake's cloud."""
+    cloud = fake_terraform.parent / "buckets.json"
+    return json.loads(cloud.read_text()) if cloud.exists() else []
 
 
 class _FakeGoogle(BaseHTTPRequestHandler):
@@ -173,25 +266,40 @@ def service_account_file(tmp_path, google_api, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """The project's working directory (NUMERAI_NODES_HOME), where Terraform must keep its state."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("NUMERAI_NODES_HOME", str(path))
+    return path
+
+
+@pytest.fixture
 def settings(
-    tmp_path, fake_terraform, google_api, service_account_file, monkeypatch
-) -> gcp.GcpSettings:
-    # The keys sit in the environment, as for `infra gcp up`: Terraform must not inherit them.
-    monkeypatch.setenv("NUMERAI_PUBLIC_ID", PUBLIC_ID)
-    monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY)
+    tmp_path, home, fake_terraform, google_api, service_account_file, monkeypatch
+) -> GcpSettings:
+    # The keys sit in the environment, as for `infra gcp up`: Terraform must not inherit them,
+    # under their names or their aliases.
+    for name, value in zip(KEY_NAMES, [PUBLIC_ID, SECRET_KEY] * 2, strict=True):
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("FAKE_TERRAFORM_FAIL", raising=False)
-    infra = tmp_path / "infra"
-    infra.mkdir()
     url, _ = google_api
-    return gcp.GcpSettings(
+    return GcpSettings(
         project="numerai-test",
         region="europe-west4",
         terraform=str(fake_terraform),
-        infra_dir=infra,
         pool_name=f"cloud-run-{tmp_path.name[-12:]}".lower(),
         secret_manager_url=url,
         artifact_registry_url=url,
+        _env_file=None,
     )
+
+
+def _state_dir(home: Path) -> Path:
+    return (home / "infra" / "gcp").resolve()
+
+
+def _package_files() -> set[str]:
+    return {path.name for path in CONFIG_DIR.iterdir()}
 
 
 # --- the template ---------------------------------------------------------------------------
@@ -202,18 +310,18 @@ def _defaults(template: dict) -> dict:
 
 
 def test_template_sizes_the_job_for_training():
-    template = gcp.cloud_run_pool_template(OUTPUTS, image="img:1", preset="gen-m")
+    template = cloud_run_pool_template(OUTPUTS, image="img:1", preset="gen-m")
     defaults = _defaults(template)
     assert defaults["timeout"] > 600
     assert defaults["memory"] == "8Gi"
     assert defaults["cpu"] == "2"
-    assert _defaults(gcp.cloud_run_pool_template(OUTPUTS, "img:1", preset="mem-l"))["memory"] == (
+    assert _defaults(cloud_run_pool_template(OUTPUTS, "img:1", preset="mem-l"))["memory"] == (
         "24Gi"
     )
 
 
 def test_template_takes_everything_from_the_outputs():
-    defaults = _defaults(gcp.cloud_run_pool_template(OUTPUTS, gcp.image_uri(OUTPUTS, "v3")))
+    defaults = _defaults(cloud_run_pool_template(OUTPUTS, image_uri(OUTPUTS, "v3")))
     assert defaults["region"] == "europe-west4"
     assert defaults["image"] == f"{OUTPUTS['repository_url']}/numerai-nodes:v3"
     assert defaults["service_account_name"] == OUTPUTS["service_account_email"]
@@ -224,7 +332,7 @@ def test_template_takes_everything_from_the_outputs():
 def test_template_reads_keys_from_secret_manager_only(monkeypatch):
     monkeypatch.setenv("NUMERAI_PUBLIC_ID", PUBLIC_ID)
     monkeypatch.setenv("NUMERAI_SECRET_KEY", SECRET_KEY)
-    template = gcp.cloud_run_pool_template(OUTPUTS, "img:1")
+    template = cloud_run_pool_template(OUTPUTS, "img:1")
     assert _defaults(template)["env_from_secrets"] == {
         "NUMERAI_PUBLIC_ID": {"secret": "numerai-public-id", "version": "latest"},
         "NUMERAI_SECRET_KEY": {"secret": "numerai-secret-key", "version": "latest"},
@@ -236,33 +344,116 @@ def test_template_reads_keys_from_secret_manager_only(monkeypatch):
 
 def test_template_with_a_credentials_block():
     block_id = "6f1b1d7e-0000-4000-8000-000000000001"
-    template = gcp.cloud_run_pool_template(OUTPUTS, "img:1", credentials_block_id=block_id)
+    template = cloud_run_pool_template(OUTPUTS, "img:1", credentials_block_id=block_id)
     assert _defaults(template)["credentials"] == {"$ref": {"block_document_id": block_id}}
 
 
 def test_template_names_missing_outputs():
     partial = {k: v for k, v in OUTPUTS.items() if k != "service_account_email"}
-    with pytest.raises(gcp.GcpStackError, match=r"service_account_email.*infra gcp up"):
-        gcp.cloud_run_pool_template(partial, "img:1")
+    with pytest.raises(StackOutputsMissing, match=r"service_account_email.*infra gcp up") as caught:
+        cloud_run_pool_template(partial, "img:1")
+    assert isinstance(caught.value, GcpStackError) and isinstance(caught.value, LookupError)
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def test_keys_come_from_the_settings_and_never_show(monkeypatch, tmp_path):
+    for name in KEY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeysMissing, match=r"NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY.*--skip-keys"):
+        keys_from_settings()
+    # The settings also read `.env` and the NUMERAI_NODES_ aliases: os.environ alone would not.
+    (tmp_path / ".env").write_text(f"NUMERAI_PUBLIC_ID={PUBLIC_ID}\n")
+    monkeypatch.setenv("NUMERAI_NODES_SECRET_KEY", SECRET_KEY)
+    keys = keys_from_settings()
+    assert keys is not None
+    assert keys.public_id.get_secret_value() == PUBLIC_ID
+    assert keys.secret_key.get_secret_value() == SECRET_KEY
+    assert {name: value.get_secret_value() for name, value in keys.by_env_name().items()} == {
+        "NUMERAI_PUBLIC_ID": PUBLIC_ID,
+        "NUMERAI_SECRET_KEY": SECRET_KEY,
+    }
+    assert PUBLIC_ID not in repr(keys) and SECRET_KEY not in repr(keys)
+    # A missing key comes from the prompt when there is one.
+    (tmp_path / ".env").unlink()
+    asked: list[str] = []
+    prompted = keys_from_settings(lambda label: asked.append(label) or f" {PUBLIC_ID} ")
+    assert prompted is not None and prompted.public_id.get_secret_value() == PUBLIC_ID
+    assert asked == ["Numerai public id"]
+
+
+def test_terraform_never_sees_a_key_variable():
+    assert set(KEY_NAMES) <= set(key_env_names())
 
 
 # --- terraform ------------------------------------------------------------------------------
 
 
-def test_missing_terraform_is_a_clear_error(settings):
-    settings.terraform = "no-such-terraform-binary"
-    with pytest.raises(gcp.TerraformMissing) as caught:
-        gcp.up(settings, keys=(PUBLIC_ID, SECRET_KEY))
+def test_terraform_runs_and_keeps_its_state_under_the_home(settings, home, fake_terraform):
+    before = _package_files()
+    terraform = Terraform(settings)
+    assert terraform.work_dir == _state_dir(home)
+    assert terraform.outputs() == {}  # no state yet, and nothing created for asking
+    assert not terraform.work_dir.exists()
+    terraform.init()
+    terraform.apply("numerai-test", "europe-west4")
+
+    work_dir = _state_dir(home)
+    assert {call["cwd"] for call in _calls(fake_terraform)} == {str(work_dir)}
+    assert (work_dir / "terraform.tfstate").is_file() and (work_dir / ".terraform").is_dir()
+    # The package's configuration was copied, not run in place: the sources stay untouched.
+    assert {path.name for path in work_dir.glob("*.tf")} == {
+        path.name for path in CONFIG_DIR.glob("*.tf")
+    }
+    assert (work_dir / "main.tf").read_text() == (CONFIG_DIR / "main.tf").read_text()
+    assert _package_files() == before
+    assert not (CONFIG_DIR / "terraform.tfstate").exists() or "terraform.tfstate" in before
+    assert terraform.outputs()["bucket_name"] == OUTPUTS["bucket_name"]
+
+
+def test_terraform_copies_the_configuration_it_is_given(settings, home, tmp_path):
+    config = tmp_path / "my-config"
+    config.mkdir()
+    (config / "main.tf").write_text('variable "project" {}\n')
+    stale = _state_dir(home) / "old.tf"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# from an older configuration\n")
+    Terraform(settings.model_copy(update={"config_dir": config})).init()
+    assert sorted(path.name for path in _state_dir(home).glob("*.tf")) == ["main.tf"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(TerraformConfigMissing, match="NUMERAI_NODES_GCP_CONFIG_DIR"):
+        Terraform(settings.model_copy(update={"config_dir": empty})).init()
+
+
+def test_terraform_refuses_to_keep_state_in_its_configuration(settings, monkeypatch):
+    # A home whose infra/gcp is the package itself would put the state into the sources.
+    monkeypatch.setenv("NUMERAI_NODES_HOME", str(CONFIG_DIR.parents[1]))
+    with pytest.raises(GcpSettingsError, match="NUMERAI_NODES_HOME") as caught:
+        Terraform(settings).init()
+    assert isinstance(caught.value, ValueError)
+
+
+def test_missing_terraform_is_a_clear_error(settings, prefect_server):
+    settings = settings.model_copy(update={"terraform": "no-such-terraform-binary"})
+    with pytest.raises(TerraformMissing) as caught:
+        gcp.up(settings, _KEYS)
     message = str(caught.value)
     assert "Install Terraform" in message and "NUMERAI_NODES_GCP_TERRAFORM" in message
     assert "numerai-nodes infra gcp up" in message
+    assert isinstance(caught.value, FileNotFoundError) and isinstance(caught.value, NodeError)
 
 
-def test_failing_terraform_names_the_cause_and_keeps_keys_out(settings, monkeypatch):
+def test_failing_terraform_names_the_cause_and_keeps_keys_out(
+    settings, monkeypatch, prefect_server
+):
     monkeypatch.setenv("FAKE_TERRAFORM_FAIL", "apply")
     lines: list[str] = []
-    with pytest.raises(gcp.TerraformFailed) as caught:
-        gcp.up(settings, keys=(PUBLIC_ID, SECRET_KEY), progress=lines.append)
+    with pytest.raises(TerraformFailed) as caught:
+        gcp.up(settings, _KEYS, lines.append)
     message = str(caught.value)
     assert "`terraform apply` failed with exit code 1" in message
     assert "iam.serviceAccounts.create' denied" in message
@@ -271,8 +462,11 @@ def test_failing_terraform_names_the_cause_and_keeps_keys_out(settings, monkeypa
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ is False
 
 
+# --- up, down, status -----------------------------------------------------------------------
+
+
 def test_up_applies_stores_keys_and_creates_the_pool(
-    settings, fake_terraform, google_api, prefect_server
+    settings, home, fake_terraform, google_api, prefect_server
 ):
     from prefect_gcp.cloud_storage import GcsBucket
 
@@ -280,9 +474,9 @@ def test_up_applies_stores_keys_and_creates_the_pool(
     lines: list[str] = []
     info = gcp.up(
         settings,
-        keys=(PUBLIC_ID, SECRET_KEY),
-        progress=lines.append,
-        secrets=gcp.SecretManager(settings.secret_manager_url, token=lambda: "test-token"),
+        _KEYS,
+        lines.append,
+        secrets=SecretManager(settings.secret_manager_url, token=lambda: "test-token"),
     )
 
     calls = _calls(fake_terraform)
@@ -292,7 +486,7 @@ def test_up_applies_stores_keys_and_creates_the_pool(
     apply = calls[commands.index("apply")]["argv"]
     assert "-auto-approve" in apply
     assert "-var=project=numerai-test" in apply and "-var=region=europe-west4" in apply
-    assert all(call["cwd"] == str(settings.infra_dir) for call in calls)
+    assert all(call["cwd"] == str(_state_dir(home)) for call in calls)
     assert all(call["keys_in_env"] == [] for call in calls)
     everything = json.dumps(calls) + "\n".join(lines) + json.dumps(info.to_json())
     assert PUBLIC_ID not in everything and SECRET_KEY not in everything
@@ -306,30 +500,30 @@ def test_up_applies_stores_keys_and_creates_the_pool(
     assert info.keys_stored and info.pool_created
 
     template = read_pool_template(settings.pool_name)
-    assert template == gcp.cloud_run_pool_template(OUTPUTS, info.image)
+    assert template == cloud_run_pool_template(OUTPUTS, info.image)
     assert _defaults(template)["image"] == f"{OUTPUTS['repository_url']}/numerai-nodes:latest"
     assert PUBLIC_ID not in json.dumps(template) and SECRET_KEY not in json.dumps(template)
-    block = GcsBucket.load(gcp.RESULTS_BLOCK)
+    block = GcsBucket.load(RESULTS_BLOCK)
     assert block.bucket == OUTPUTS["bucket_name"]
     # prefect.yaml's Cloud Run node builds its image into the stack's repository.
     from prefect.variables import Variable
 
-    assert Variable.get(gcp.IMAGE_VARIABLE) == f"{OUTPUTS['repository_url']}/numerai-nodes"
+    assert Variable.get(IMAGE_VARIABLE) == f"{OUTPUTS['repository_url']}/numerai-nodes"
     assert block.gcp_credentials.project == "numerai-test"
 
-    # A second run updates the pool in place; --no-keys leaves the secrets alone.
-    again = gcp.up(settings, keys=None)
+    # A second run updates the pool in place; without keys the secrets stay as they are.
+    again = gcp.up(settings, None)
     assert not again.pool_created and not again.keys_stored
     assert len(fake.versions["/v1/projects/numerai-test/secrets/numerai-public-id"]) == 1
 
-    # doctor: the stack, the pool, the secrets and a missing image, through the same fake API.
+    # doctor: the stack, the pool, the secrets and the image, through the same fake API.
     fake.tags.add(
         "/v1/projects/numerai-test/locations/europe-west4/repositories/numerai-nodes/"
         "packages/numerai-nodes/tags/latest"
     )
     checks = {
         check.name: check
-        for check in doctor_checks(settings.pool_name, settings, token=lambda: "test-token")
+        for check in doctor_checks(settings.pool_name, settings=settings, token=lambda: "t")
     }
     assert checks["Terraform state"].status == "ok"
     assert checks[f"Work pool {settings.pool_name}"].status == "ok"
@@ -337,23 +531,87 @@ def test_up_applies_stores_keys_and_creates_the_pool(
     assert checks["Secret numerai-secret-key"].status == "ok"
     assert checks["Node image"].status == "ok"
 
-    assert gcp.down(settings) is True
-    assert [call["argv"][0] for call in _calls(fake_terraform)][-2:] == ["init", "destroy"]
+    done = gcp.down(settings)
+    assert _commands(fake_terraform)[-3:] == ["init", "state rm", "destroy"]
+    assert f"kept bucket {OUTPUTS['bucket_name']} (trained models)" in done[0]
+    assert f"deleted work pool {settings.pool_name}" in done
     assert read_pool_template(settings.pool_name) is None
-    assert gcp.down(settings) is False
+    assert gcp.down(settings)[0].startswith("no GCP stack is applied")
 
 
-def test_doctor_names_the_fix_for_every_failure(settings, prefect_server, tmp_path, monkeypatch):
+def test_down_keeps_the_bucket_by_default_and_the_next_up_adopts_it(
+    settings, fake_terraform, prefect_server
+):
+    gcp.up(settings, None)
+    done = gcp.down(settings)
+    assert any("`down --delete-bucket` deletes it" in line for line in done)
+    assert _buckets(fake_terraform) == [OUTPUTS["bucket_name"]]  # the models are still there
+    assert "-var=force_destroy=true" not in json.dumps(_calls(fake_terraform))
+    assert gcp.status(settings).exists is False
+
+    # Without adoption, `apply` would fail: the bucket exists outside the state.
+    again = gcp.up(settings, None)
+    imports = [call["argv"] for call in _calls(fake_terraform) if call["argv"][0] == "import"]
+    assert imports and imports[-1][-2:] == ["google_storage_bucket.cache", OUTPUTS["bucket_name"]]
+    assert again.outputs["bucket_name"] == OUTPUTS["bucket_name"]
+    assert _buckets(fake_terraform) == [OUTPUTS["bucket_name"]]
+    assert gcp.status(settings).exists is True
+
+
+def test_down_with_delete_bucket_deletes_the_bucket_and_its_models(
+    settings, fake_terraform, prefect_server
+):
+    gcp.up(settings, None)
+    done = gcp.down(settings, delete_bucket=True)
+    calls = [call["argv"] for call in _calls(fake_terraform)]
+    applies = [argv for argv in calls if argv[0] == "apply"]
+    # The state must allow deleting a bucket with objects before `destroy` runs.
+    assert "-var=force_destroy=true" in applies[-1]
+    assert "-target=google_storage_bucket.cache" in applies[-1]
+    assert calls[-1][0] == "destroy" and "-var=force_destroy=true" in calls[-1]
+    assert calls.index(applies[-1]) < len(calls) - 1
+    assert _buckets(fake_terraform) == []
+    assert f"deleted bucket {OUTPUTS['bucket_name']} and the models in it" in done
+    assert not any(call[0] == "state" for call in calls)
+
+
+def test_status_has_the_shape_of_every_place(settings, prefect_server):
+    missing = gcp.status(settings)
+    assert missing.place == "gcp" and missing.exists is False
+    assert missing.problems and "no GCP stack is applied" in missing.problems[0]
+
+    gcp.up(settings, None)
+    found = gcp.status(settings)
+    assert set(found.to_json()) == {field.name for field in fields(PlaceStatus)}
+    assert found.exists and found.pool_exists and found.pool_matches, found.problems
+    assert found.outputs["bucket_name"] == OUTPUTS["bucket_name"]
+    assert found.problems == ()
+
+    # A pool that drifted from the stack is named, variable by variable.
+    template = read_pool_template(settings.pool_name)
+    template["variables"]["properties"]["region"]["default"] = "us-east1"
+    upsert_pool(settings.pool_name, "cloud-run-v2", template)
+    drifted = gcp.status(settings)
+    assert not drifted.pool_matches
+    assert drifted.problems == (
+        f"work pool {settings.pool_name}: region is 'us-east1', the stack has 'europe-west4'",
+    )
+
+
+def test_doctor_names_the_fix_for_every_failure(
+    settings, home, prefect_server, tmp_path, monkeypatch
+):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    checks = doctor_checks(settings.pool_name, settings)
+    checks = doctor_checks(settings.pool_name, settings=settings)
     assert [(check.name, check.status) for check in checks] == [
         ("GCP credentials", "fail"),
         ("Terraform state", "fail"),
     ]
     # A stack without its pool, its secret versions or its image.
-    (settings.infra_dir.parent / "bin" / "state.json").write_text(json.dumps(OUTPUTS))
-    checks = doctor_checks(settings.pool_name, settings, token=lambda: "test-token")
+    _state_dir(home).mkdir(parents=True)
+    (_state_dir(home) / "terraform.tfstate").write_text(json.dumps({"outputs": OUTPUTS}))
+    checks = doctor_checks(settings.pool_name, settings=settings, token=lambda: "test-token")
     failed = [check for check in checks if check.status == "fail"]
     assert {check.name for check in failed} == {
         "GCP credentials",
@@ -367,8 +625,8 @@ def test_doctor_names_the_fix_for_every_failure(settings, prefect_server, tmp_pa
 
 def test_secret_manager_errors_keep_the_value_out(google_api):
     url, _ = google_api
-    secrets = gcp.SecretManager(url, token=lambda: "t")
-    with pytest.raises(gcp.GcpStackError) as caught:
+    secrets = SecretManager(url, token=lambda: "t")
+    with pytest.raises(GcpStackError) as caught:
         secrets.add_version("p", "forbidden", SECRET_KEY)
     message = str(caught.value)
     assert "403: Permission 'secretmanager.versions.add' denied" in message
@@ -378,62 +636,12 @@ def test_secret_manager_errors_keep_the_value_out(google_api):
     assert secrets.has_version("p", "s") is True
 
 
-# --- the CLI --------------------------------------------------------------------------------
-
-
-def test_cli_up_status_down(settings, google_api, prefect_server, monkeypatch, tmp_path):
-    url, fake = google_api
-    for name, value in {
-        "TERRAFORM": settings.terraform,
-        "INFRA_DIR": str(settings.infra_dir),
-        "PROJECT": "numerai-test",
-        "REGION": "europe-west4",
-        "POOL_NAME": settings.pool_name,
-        "SECRET_MANAGER_URL": url,
-        "ARTIFACT_REGISTRY_URL": url,
-    }.items():
-        monkeypatch.setenv(f"NUMERAI_NODES_GCP_{name}", value)
-    runner = CliRunner()
-
-    result = runner.invoke(app, ["up"])
-    assert result.exit_code == 0, result.output
-    assert "Created work pool" in result.output
-    assert OUTPUTS["bucket_name"] in result.output
-    assert PUBLIC_ID not in result.output and SECRET_KEY not in result.output
-    assert fake.versions["/v1/projects/numerai-test/secrets/numerai-secret-key"] == [SECRET_KEY]
-
-    assert set(fake.auth) == {"Bearer adc-token"}  # from the service account's token endpoint
-
-    result = runner.invoke(app, ["status", "--json"])
-    assert result.exit_code == 1, result.output  # no image pushed yet
-    status = json.loads(result.stdout)
-    assert status["outputs"]["bucket_name"] == OUTPUTS["bucket_name"]
-    failed = [check for check in status["checks"] if check["status"] != "ok"]
-    assert [check["name"] for check in failed] == ["Node image"]
-    assert "docker push" in failed[0]["fix"]
-
-    result = runner.invoke(app, ["down", "--yes"])
-    assert result.exit_code == 0, result.output
-    assert read_pool_template(settings.pool_name) is None
-
-
-def test_cli_without_keys_outside_a_terminal_says_how_to_give_them(monkeypatch):
-    for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    result = CliRunner().invoke(app, ["up"])
-    assert result.exit_code == 1
-    assert "NUMERAI_PUBLIC_ID" in result.output and "--no-keys" in result.output
-    assert "Traceback" not in result.output
-
-
-def test_cli_reports_missing_terraform_without_traceback(settings, monkeypatch):
-    monkeypatch.setenv("NUMERAI_NODES_GCP_TERRAFORM", "no-such-terraform-binary")
-    monkeypatch.setenv("NUMERAI_NODES_GCP_INFRA_DIR", str(settings.infra_dir))
-    result = CliRunner().invoke(app, ["up", "--no-keys"])
-    assert result.exit_code == 1
-    assert "Terraform was not found" in result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+def test_an_unreachable_google_api_is_a_transient_error():
+    secrets = SecretManager("http://127.0.0.1:9", token=lambda: "t")
+    with pytest.raises(GcpUnreachable, match="Could not reach") as caught:
+        secrets.add_version("p", "s", SECRET_KEY)
+    assert caught.value.transient and isinstance(caught.value, ConnectionError)
+    assert SECRET_KEY not in str(caught.value)
 
 
 def test_up_with_prefect_unreachable_fails_before_terraform(settings, fake_terraform):
@@ -443,5 +651,110 @@ def test_up_with_prefect_unreachable_fails_before_terraform(settings, fake_terra
         temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}),
         pytest.raises(NodeError, match=r"Prefect API at http://127\.0\.0\.1:9/api does not answer"),
     ):
-        gcp.up(settings, keys=None)
+        gcp.up(settings, None)
     assert _calls(fake_terraform) == []
+
+
+# --- the CLI --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(settings, google_api, monkeypatch) -> None:
+    url, _ = google_api
+    for name, value in {
+        "TERRAFORM": settings.terraform,
+        "PROJECT": "numerai-test",
+        "REGION": "europe-west4",
+        "POOL_NAME": settings.pool_name,
+        "SECRET_MANAGER_URL": url,
+        "ARTIFACT_REGISTRY_URL": url,
+    }.items():
+        monkeypatch.setenv(f"NUMERAI_NODES_GCP_{name}", value)
+
+
+def test_cli_up_status_down(settings, cli_env, google_api, fake_terraform, prefect_server):
+    _, fake = google_api
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["up", "--preset", "cpu-s"])
+    assert result.exit_code == 0, result.output
+    assert "Created work pool" in result.output
+    assert OUTPUTS["bucket_name"] in result.output
+    assert PUBLIC_ID not in result.output and SECRET_KEY not in result.output
+    assert fake.versions["/v1/projects/numerai-test/secrets/numerai-secret-key"] == [SECRET_KEY]
+    assert set(fake.auth) == {"Bearer adc-token"}  # from the service account's token endpoint
+    assert _defaults(read_pool_template(settings.pool_name))["memory"] == "2Gi"  # cpu-s
+
+    result = runner.invoke(app, ["status", "--json", "--pool", settings.pool_name])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    # The shape every place's `status --json` has (the AWS tests check theirs against it too).
+    assert set(status) == {field.name for field in fields(PlaceStatus)}
+    assert status["place"] == "gcp" and status["exists"] is True
+    assert status["outputs"]["bucket_name"] == OUTPUTS["bucket_name"]
+    assert status["pool_name"] == settings.pool_name
+    # `up --preset cpu-s` is not what the settings (gen-m) would write: status says so.
+    assert not status["pool_matches"]
+    assert any("memory is '2Gi', the stack has '8Gi'" in p for p in status["problems"])
+
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert f"work pool {settings.pool_name}: does not match the stack" in result.output
+    assert "problem:" in result.output and "memory" in result.output
+
+    result = runner.invoke(app, ["down", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "kept bucket" in result.output and "--delete-bucket" in result.output
+    assert read_pool_template(settings.pool_name) is None
+    assert _buckets(fake_terraform) == [OUTPUTS["bucket_name"]]
+
+    result = runner.invoke(app, ["up", "--skip-keys"])
+    assert result.exit_code == 0, result.output
+    assert "--skip-keys" in result.output
+    assert fake.versions["/v1/projects/numerai-test/secrets/numerai-secret-key"] == [SECRET_KEY]
+    result = runner.invoke(app, ["down", "--yes", "--delete-bucket"])
+    assert result.exit_code == 0, result.output
+    assert f"deleted bucket {OUTPUTS['bucket_name']}" in result.output
+    assert _buckets(fake_terraform) == []
+
+
+def test_cli_up_reads_the_keys_from_the_settings(
+    settings, cli_env, google_api, prefect_server, tmp_path, monkeypatch
+):
+    _, fake = google_api
+    for name in KEY_NAMES:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        f"NUMERAI_PUBLIC_ID={PUBLIC_ID}\nNUMERAI_SECRET_KEY={SECRET_KEY}\n"
+    )
+    result = CliRunner().invoke(app, ["up"])
+    assert result.exit_code == 0, result.output
+    assert fake.versions == {
+        "/v1/projects/numerai-test/secrets/numerai-public-id": [PUBLIC_ID],
+        "/v1/projects/numerai-test/secrets/numerai-secret-key": [SECRET_KEY],
+    }
+
+
+def test_cli_without_keys_outside_a_terminal_says_how_to_give_them(monkeypatch, tmp_path):
+    for name in KEY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["up"])
+    # The CLI's top level prints the message; the command raises it before any Terraform.
+    assert result.exit_code == 1
+    assert isinstance(result.exception, KeysMissing)
+    message = str(result.exception)
+    assert "NUMERAI_PUBLIC_ID" in message and "NUMERAI_SECRET_KEY" in message
+    assert "--skip-keys" in message
+
+
+def test_cli_raises_missing_terraform_for_the_top_level_to_print(
+    settings, monkeypatch, prefect_server
+):
+    monkeypatch.setenv("NUMERAI_NODES_GCP_TERRAFORM", "no-such-terraform-binary")
+    result = CliRunner().invoke(app, ["up", "--skip-keys"])
+    # The CLI's top level prints a NodeError's message; the command only raises it.
+    assert result.exit_code == 1
+    assert isinstance(result.exception, TerraformMissing)
+    assert "Terraform was not found" in str(result.exception)

@@ -112,8 +112,17 @@ def test_every_output_has_a_description(config):
         assert body.get("description"), name
 
 
+def test_the_configuration_is_package_data():
+    from infra.gcp.settings import CONFIG_DIR, GcpSettings
+
+    # The CLI finds the configuration beside its code, as an installed package would.
+    assert GCP.resolve() == CONFIG_DIR
+    assert GcpSettings(_env_file=None).config_dir == CONFIG_DIR
+    assert {"main.tf", "variables.tf", "outputs.tf"} <= {p.name for p in CONFIG_DIR.glob("*.tf")}
+
+
 def test_outputs_cover_what_the_pool_needs(config):
-    from infra.gcp.place import REQUIRED_OUTPUTS
+    from infra.gcp.pool import REQUIRED_OUTPUTS
 
     assert set(REQUIRED_OUTPUTS) <= set(_blocks(config, "output"))
 
