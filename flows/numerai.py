@@ -63,14 +63,14 @@ class _BoundApi:
 
     url: str
     timeout: tuple[float, float]
-    token: tuple[str, str] | None
 
     def raw_query(self, query, variables=None, authorization=False, **kwargs):
         headers = {"Content-type": "application/json", "Accept": "application/json"}
         if authorization:
-            if not self.token:
+            token = getattr(self, "token", None)  # numerapi's Api holds the keys
+            if not token:
                 raise MissingKeys()
-            public_id, secret_key = self.token
+            public_id, secret_key = token
             headers["Authorization"] = f"Token {public_id}${secret_key}"
         body = {"query": query, "variables": variables}
         result = numerapi.utils.post_with_err_handling(

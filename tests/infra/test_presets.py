@@ -29,7 +29,9 @@ def _fargate_valid(cpu: int, memory: int) -> bool:
         return False
     if cpu == 256:
         return memory in (512, 1024, 2048)
-    low, high, step = _FARGATE[cpu]
+    limits = _FARGATE[cpu]
+    assert limits is not None
+    low, high, step = limits
     return low <= memory <= high and (memory - low) % step == 0
 
 

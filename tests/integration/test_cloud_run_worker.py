@@ -74,7 +74,7 @@ class Cloud:
         with get_client(sync_client=True) as client:
             while time.monotonic() < deadline:
                 flow_run = client.read_flow_run(flow_run_id)
-                if flow_run.state_type.value in FINAL:
+                if flow_run.state_type is not None and flow_run.state_type.value in FINAL:
                     return flow_run
                 time.sleep(0.5)
         logs = [e.home / "container.log" for e in self.run.started]
@@ -96,7 +96,7 @@ class Cloud:
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
             )
-        return {run.name.rsplit("-", 1)[0]: run.state_name for run in runs}  # "train-a1b"
+        return {run.name.rsplit("-", 1)[0]: run.state_name or "?" for run in runs}  # "train-a1b"
 
     def jobs_for(self, flow_run_id: Any) -> list[dict[str, Any]]:
         """The Cloud Run jobs the worker created for one flow run."""
@@ -141,7 +141,7 @@ def _deploy(sandbox_url: str) -> dict[str, Any]:
     env = {"NUMERAI_API_URL": sandbox_url, "NUMERAI_NODES_RETRY_DELAY_SCALE": "0"}
     # The image's WORKDIR holds the project; the fake runs containers in the project directory.
     pull_steps = [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "tournament": {"env": env},
         "exits-non-zero": {
             "env": env,

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from uuid import UUID
 
 import boto3
 import pytest
@@ -141,7 +142,7 @@ def _wait(flow_run_ids: list[str], runner: EcsTaskRunner, worker_log: Path, time
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             runner.check()
-            runs = [client.read_flow_run(run_id) for run_id in flow_run_ids]
+            runs = [client.read_flow_run(UUID(str(run_id))) for run_id in flow_run_ids]
             if all(run.state and run.state.type.value in FINAL for run in runs):
                 return runs
             time.sleep(1)
@@ -160,7 +161,8 @@ def _task_state(flow_run_id: str, task_name: str) -> str:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     (run,) = [r for r in runs if r.task_key.startswith(task_name) or r.name.startswith(task_name)]
-    return run.state.name
+    assert run.state is not None, "a task run read from the server has a state"
+    return run.state.name or "?"
 
 
 def _submissions(sandbox: Sandbox, trigger_id: str) -> list:
