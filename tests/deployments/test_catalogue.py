@@ -61,3 +61,42 @@ def test_the_local_stack_takes_only_local_nodes():
         "tournament-gcp",
     }
     assert all(node.has_trigger for node in nodes)
+
+
+def test_every_node_declares_its_trigger_as_the_event_contract_spells_it(document):
+    from deployments.events import EVENT_NAME, node_resource_id
+
+    nodes = load_nodes(CATALOGUE)
+    assert nodes and all(node.has_trigger for node in nodes)
+    for entry in document["deployments"]:
+        name = entry["parameters"]["node"]["name"]
+        (trigger,) = entry["triggers"]
+        assert trigger["expect"] == [EVENT_NAME]
+        assert trigger["match"] == {"prefect.resource.id": node_resource_id(name)}
+
+
+def test_a_node_flow_is_declared_once_and_the_flows_use_that_declaration():
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.entrypoints import NODE_FLOWS
+
+    for entrypoint, declared in NODE_FLOWS.items():
+        flow = load_flow_from_entrypoint(str(ROOT / entrypoint))
+        assert flow.name == declared.flow_name
+    tournaments = {node.name: node.tournament for node in load_nodes(CATALOGUE)}
+    assert tournaments["tournament"].label == "classic"
+    assert tournaments["signals"].label == "signals"
+
+
+def test_a_deployment_whose_entrypoint_is_no_node_flow_is_refused_by_name(tmp_path):
+    from deployments.catalogue import CatalogueError
+
+    catalogue = tmp_path / "prefect.yaml"
+    catalogue.write_text(
+        "deployments:\n"
+        "  - name: mine\n"
+        "    entrypoint: flows/other.py:other_node\n"
+        "    parameters: {node: {name: mine}}\n"
+    )
+    with pytest.raises(CatalogueError, match="'flows/other.py:other_node', which is not a node"):
+        load_nodes(catalogue)
