@@ -329,7 +329,8 @@ def _gateway(gateway_base: str | None) -> Check:
         return Check(
             "gateway",
             "fail",
-            f"{gateway_base} answers {response.status_code}: {response.text[:120]}",
-            "The gateway cannot reach Prefect; check its PREFECT_API_URL.",
+            f"{gateway_base} answers {response.status_code}: {response.text[:160]}",
+            "The gateway cannot reach Prefect (check its PREFECT_API_URL), or its outbox or "
+            "delivery loop is down (see its log): webhooks it accepts wait in its outbox.",
         )
     return Check("gateway", "ok", f"{gateway_base} is up and reaches Prefect")

@@ -82,12 +82,22 @@ def _entry(path: Path, event: str, ready: Callable[[OutboxEntry], bool], what: s
     return _wait_until(check, what)
 
 
+def _post_json(url: str, body: dict[str, Any]) -> Any:
+    """POST and return the answer's JSON. A server just started on SQLite may answer 503
+    ("database is locked") while its services start: that one is worth a few more tries."""
+    deadline = time.monotonic() + 30
+    while (response := httpx.post(url, json=body, timeout=10)).status_code == 503:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert response.is_success, (url, response.status_code, response.text[:500])
+    return response.json()
+
+
 def _stored(server: PrefectServer, event: str) -> list[dict[str, Any]]:
     """The events with this id that Prefect has stored (its events API reads the database)."""
     query = {"filter": {"id": {"id": [event]}, "event": {"name": [EVENT_NAME]}}, "limit": 50}
-    response = httpx.post(f"{server.api_url}/events/filter", json=query, timeout=10)
-    response.raise_for_status()
-    return response.json()["events"]
+    return _post_json(f"{server.api_url}/events/filter", query)["events"]
 
 
 def _webhook(base: str, trigger_id: str) -> httpx.Response:
@@ -127,16 +137,9 @@ def _deployment_with_an_automation(server: PrefectServer) -> str:
     """A deployment that an automation runs on the node's webhook event, like prefect.yaml's
     triggers; its runs stay Scheduled (no worker), which is all this test counts."""
     api = server.api_url
-    flow = httpx.post(f"{api}/flows/", json={"name": "outbox-probe"}, timeout=10).json()
-    deployment = httpx.post(
-        f"{api}/deployments/",
-        json={
-            "name": "on-webhook",
-            "flow_id": flow["id"],
-            "enforce_parameter_schema": False,
-        },
-        timeout=10,
-    ).json()
+    flow = _post_json(f"{api}/flows/", {"name": "outbox-probe"})
+    body = {"name": "on-webhook", "flow_id": flow["id"], "enforce_parameter_schema": False}
+    deployment = _post_json(f"{api}/deployments/", body)
     automation = {
         "name": "outbox-probe-on-webhook",
         "trigger": {
@@ -156,15 +159,13 @@ def _deployment_with_an_automation(server: PrefectServer) -> str:
             }
         ],
     }
-    httpx.post(f"{api}/automations/", json=automation, timeout=10).raise_for_status()
+    _post_json(f"{api}/automations/", automation)
     return deployment["id"]
 
 
 def _runs(server: PrefectServer, deployment_id: str) -> list[dict[str, Any]]:
     query = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50}
-    response = httpx.post(f"{server.api_url}/flow_runs/filter", json=query, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return _post_json(f"{server.api_url}/flow_runs/filter", query)
 
 
 def test_a_webhook_while_prefect_is_down_makes_exactly_one_run(tmp_path: Path) -> None:
