@@ -98,5 +98,5 @@ def test_a_deployment_whose_entrypoint_is_no_node_flow_is_refused_by_name(tmp_pa
         "    entrypoint: flows/other.py:other_node\n"
         "    parameters: {node: {name: mine}}\n"
     )
-    with pytest.raises(CatalogueError, match="'flows/other.py:other_node', which is not a node"):
+    with pytest.raises(CatalogueError, match=r"'flows/other\.py:other_node', which is not a node"):
         load_nodes(catalogue)
