@@ -20,14 +20,12 @@ exactly once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,12 +37,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.local_stack import running_stack  # noqa: E402
 from deployments.events import node_resource_id  # noqa: E402
 from flows.tournaments import CLASSIC  # noqa: E402
-from infra.local.stack import LocalStack, StackSettings  # noqa: E402
-from infra.local.state import StackInfo  # noqa: E402
 from sandbox.chaos import COUNTED, DEFAULT_PROFILE, PROFILES  # noqa: E402
-from tests.integration.servers import free_port  # noqa: E402
 
 PARSE_ERRORS = ("JSONDecodeError", "ArrowInvalid")  # what reading a corrupt file raises
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -65,7 +61,7 @@ class RoundPlayed:
 def _catalogue(project: Path, nodes: int) -> tuple[Path, set[str]]:
     """A project whose prefect.yaml declares `nodes` copies of the tournament node."""
     project.mkdir(parents=True)
-    for name in ("flows", "models", "deployments", "sandbox"):
+    for name in ("flows", "models", "deployments", "infra", "sandbox"):
         (project / name).symlink_to(ROOT / name)
     document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     template = next(d for d in document["deployments"] if d["name"] == "tournament")
@@ -82,26 +78,6 @@ def _catalogue(project: Path, nodes: int) -> tuple[Path, set[str]]:
     document.pop("definitions", None)
     (project / "prefect.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     return project, models
-
-
-@contextlib.contextmanager
-def _stack(project: Path, home: Path) -> Iterator[StackInfo]:
-    settings = StackSettings(
-        home=home,
-        prefect_port=free_port(),
-        gateway_port=free_port(),
-        sandbox_port=free_port(),
-        _env_file=None,
-    )
-    os.environ["PREFECT_UI_ENABLED"] = "false"
-    stack = LocalStack(settings, project_dir=project)
-    started = time.perf_counter()
-    info = stack.up(sandbox=True, sandbox_size="tiny")
-    print(f"stack up in {time.perf_counter() - started:.0f} s", flush=True)
-    try:
-        yield info
-    finally:
-        stack.down()
 
 
 def _flow_runs(prefect_api: str, since: datetime) -> list[dict[str, Any]]:
@@ -237,7 +213,7 @@ def main(args: argparse.Namespace) -> int:
         f"chaos {chaos_name}",
         flush=True,
     )
-    with _stack(project, work / "home") as info:
+    with running_stack(project, work / "home", "") as info:
         assert info.sandbox_url is not None, "up(sandbox=True) starts the sandbox"
         base, prefect_api = info.sandbox_url.rstrip("/"), info.prefect_api_url.rstrip("/")
         state = httpx.get(f"{base}/_sandbox/state", timeout=30).json()

@@ -13,7 +13,6 @@ submission times. Prints p50 and p95.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -28,15 +27,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.local_stack import running_stack  # noqa: E402
 from flows.tournaments import CLASSIC  # noqa: E402
-from infra.local.stack import LocalStack, StackSettings  # noqa: E402
-from tests.integration.servers import free_port  # noqa: E402
 
 
 def _catalogue(project: Path, nodes: int) -> Path:
     """A project directory whose prefect.yaml declares `nodes` copies of the tournament node."""
     project.mkdir(parents=True)
-    for name in ("flows", "models", "deployments", "sandbox"):
+    for name in ("flows", "models", "deployments", "infra", "sandbox"):
         (project / name).symlink_to(ROOT / name)
     document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     template = next(d for d in document["deployments"] if d["name"] == "tournament")
@@ -52,26 +50,6 @@ def _catalogue(project: Path, nodes: int) -> Path:
     document.pop("definitions", None)
     (project / "prefect.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     return project
-
-
-@contextlib.contextmanager
-def _stack(project: Path, home: Path):
-    settings = StackSettings(
-        home=home,
-        prefect_port=free_port(),
-        gateway_port=free_port(),
-        sandbox_port=free_port(),
-        _env_file=None,
-    )
-    os.environ["PREFECT_UI_ENABLED"] = "false"
-    stack = LocalStack(settings, project_dir=project)
-    started = time.perf_counter()
-    info = stack.up(sandbox=True, sandbox_size="tiny")
-    print(f"  stack up in {time.perf_counter() - started:.0f} s")
-    try:
-        yield info
-    finally:
-        stack.down()
 
 
 def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, float]]:
@@ -113,7 +91,7 @@ def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, fl
 def _measure(label: str, project: Path, home: Path, nodes: int, rounds: int) -> None:
     models = {f"model{i:02d}" for i in range(nodes)} if nodes > 1 else {"my_model"}
     print(f"{label}: {nodes} node(s), {rounds} rounds")
-    with _stack(project, home) as info:
+    with running_stack(project, home, "  ") as info:
         _round(info, models)  # warm-up: trains and caches the model
         samples = []
         for i in range(rounds):

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, SecretStr
 
 from flows.errors import NodeError
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV, NodesSettings, load_settings
+from infra.pools import delete_block, delete_pool
 
 
 class CloudError(NodeError):
@@ -93,3 +94,65 @@ class PlaceStatus:
         )
         lines.append(f"work pool {self.pool_name}: {pool}")
         return lines + [f"problem: {problem}" for problem in self.problems]
+
+
+def stack_status(
+    place: str,
+    stack: str,
+    *,
+    pool_name: str,
+    pool_template: dict[str, Any] | None,
+    stack_state: str,
+    outputs: Mapping[str, str],
+    problems: list[str],
+    mismatches: Callable[[dict[str, Any]], list[str]] | None,
+) -> PlaceStatus:
+    """The status of a stack that exists: its own `problems`, plus the pool's.
+
+    `mismatches` compares the pool's template with the stack (None: the stack is not complete
+    enough to compare).
+    """
+    pool = f"work pool {pool_name}"
+    found: list[str] = []
+    if pool_template is None:
+        problems = [*problems, f"{pool} does not exist"]
+    elif mismatches is not None:
+        found = mismatches(pool_template)
+        problems = [*problems, *(f"{pool}: {mismatch}" for mismatch in found)]
+    return PlaceStatus(
+        place,
+        stack,
+        exists=True,
+        stack_status=stack_state,
+        outputs=outputs,
+        pool_name=pool_name,
+        pool_exists=pool_template is not None,
+        pool_matches=pool_template is not None and mismatches is not None and not found,
+        problems=tuple(problems),
+    )
+
+
+def missing_stack_status(
+    place: str, stack: str, *, pool_name: str, pool_exists: bool, problem: str
+) -> PlaceStatus:
+    """The status of a place whose stack does not exist (yet)."""
+    return PlaceStatus(
+        place,
+        stack,
+        exists=False,
+        pool_name=pool_name,
+        pool_exists=pool_exists,
+        problems=(problem,),
+    )
+
+
+def remove_pool_and_block(
+    pool_name: str, pool_type: str, block_name: str, block_type: str
+) -> list[str]:
+    """Delete a place's work pool and its result-storage block; what was done, as lines."""
+    done = []
+    if delete_pool(pool_name, pool_type):
+        done.append(f"deleted work pool {pool_name}")
+    if delete_block(block_name, block_type):
+        done.append(f"deleted block {block_type}/{block_name}")
+    return done

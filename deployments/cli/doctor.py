@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
@@ -29,13 +28,14 @@ def doctor(
     from deployments.catalogue import find_node, load_nodes
     from deployments.doctor import diagnose
     from infra.local.environment import local_stack_defaults
+    from infra.local.settings import StackSettings
     from infra.places import place_checks
 
     nodes = load_nodes()
     if only:
         nodes = [find_node(name) for name in only]
     with local_stack_defaults() as stack:
-        gateway = os.environ.get("NUMERAI_NODES_GATEWAY_PUBLIC_URL") or (
+        gateway = StackSettings().gateway_public_url or (
             stack.gateway_url if stack is not None else None
         )
         checks = diagnose(nodes, gateway, explicit=bool(only), places=place_checks)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from deployments.cli.output import console, err_console, settings_or_fail
+from deployments.cli.places import (
+    AsJson,
+    DeleteBucket,
+    ImageTag,
+    Preset,
+    SkipKeys,
+    Yes,
+    numerai_keys,
+    print_status,
+)
 
 if TYPE_CHECKING:
     from infra.aws.cloudformation import StackEvent
     from infra.aws.settings import AwsSettings
-    from infra.cloud import NumeraiKeys, PlaceStatus
 
 app = typer.Typer(
     help="Nodes on AWS ECS: the CloudFormation stack, the Numerai key secrets and the ecs pool.",
@@ -32,53 +39,12 @@ Pool = Annotated[
     str | None,
     typer.Option("--pool", help="Work pool name (env NUMERAI_NODES_AWS_POOL_NAME; ecs)."),
 ]
-# The options both places' commands share, spelled the same in infra_aws.py and infra_gcp.py.
-ImageTag = Annotated[
-    str | None, typer.Option(help="Tag of the node image the pool runs (default latest).")
-]
-Preset = Annotated[
-    str | None, typer.Option(help="Size preset of the pool's defaults, e.g. gen-m (the default).")
-]
-SkipKeys = Annotated[
-    bool,
-    typer.Option("--skip-keys", help="Leave the stored Numerai keys as they are; none are needed."),
-]
-DeleteBucket = Annotated[
-    bool,
-    typer.Option(
-        "--delete-bucket",
-        help="Also delete the results bucket and the trained models in it (kept by default).",
-    ),
-]
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _settings(**overrides: object) -> AwsSettings:
     from infra.aws.settings import AwsSettings
 
     return settings_or_fail(AwsSettings, "NUMERAI_NODES_AWS_", "AWS", **overrides)
-
-
-def _keys(skip: bool) -> NumeraiKeys | None:
-    """The Numerai keys from the settings, else hidden prompts in a terminal (None if `skip`)."""
-    from infra.cloud import keys_from_settings
-
-    if skip:
-        return None
-    return keys_from_settings(_hidden_prompt if sys.stdin.isatty() else None)
-
-
-def _hidden_prompt(label: str) -> str:
-    return str(typer.prompt(label, hide_input=True))
-
-
-def _print_status(found: PlaceStatus, as_json: bool) -> None:
-    if as_json:
-        console.print_json(json.dumps(found.to_json()))
-    else:
-        for line in found.summary():
-            console.print(escape(line), highlight=False)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -128,7 +94,7 @@ def up(
     settings = _settings(
         region=region, stack_name=stack_name, pool_name=pool, image_tag=image_tag, preset=preset
     )
-    keys = _keys(skip_keys)
+    keys = numerai_keys(skip_keys)
     with err_console.status(f"Deploying stack {settings.stack_name}"):
         result = place.up(
             settings,
@@ -198,4 +164,4 @@ def status(
     from infra.aws import place
 
     settings = _settings(region=region, stack_name=stack_name, pool_name=pool)
-    _print_status(place.status(settings), as_json)
+    print_status(place.status(settings), as_json)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from deployments.cli.output import console, err_console, settings_or_fail
+from deployments.cli.places import (
+    AsJson,
+    DeleteBucket,
+    ImageTag,
+    Preset,
+    SkipKeys,
+    Yes,
+    numerai_keys,
+    print_status,
+)
 
 if TYPE_CHECKING:
-    from infra.cloud import NumeraiKeys, PlaceStatus
     from infra.gcp.settings import GcpSettings
 
 app = typer.Typer(
@@ -33,53 +40,12 @@ Pool = Annotated[
         "--pool", help="Work pool name (env NUMERAI_NODES_GCP_POOL_NAME; default cloud-run)."
     ),
 ]
-# The options both places' commands share, spelled the same in infra_aws.py and infra_gcp.py.
-ImageTag = Annotated[
-    str | None, typer.Option(help="Tag of the node image the pool runs (default latest).")
-]
-Preset = Annotated[
-    str | None, typer.Option(help="Size preset of the pool's defaults, e.g. gen-m (the default).")
-]
-SkipKeys = Annotated[
-    bool,
-    typer.Option("--skip-keys", help="Leave the stored Numerai keys as they are; none are needed."),
-]
-DeleteBucket = Annotated[
-    bool,
-    typer.Option(
-        "--delete-bucket",
-        help="Also delete the results bucket and the trained models in it (kept by default).",
-    ),
-]
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
 
 def _settings(**overrides: object) -> GcpSettings:
     from infra.gcp.settings import GcpSettings
 
     return settings_or_fail(GcpSettings, "NUMERAI_NODES_GCP_", "GCP", **overrides)
-
-
-def _keys(skip: bool) -> NumeraiKeys | None:
-    """The Numerai keys from the settings, else hidden prompts in a terminal (None if `skip`)."""
-    from infra.cloud import keys_from_settings
-
-    if skip:
-        return None
-    return keys_from_settings(_hidden_prompt if sys.stdin.isatty() else None)
-
-
-def _hidden_prompt(label: str) -> str:
-    return str(typer.prompt(label, hide_input=True))
-
-
-def _print_status(found: PlaceStatus, as_json: bool) -> None:
-    if as_json:
-        console.print_json(json.dumps(found.to_json()))
-    else:
-        for line in found.summary():
-            console.print(escape(line), highlight=False)
 
 
 def _progress(line: str) -> None:
@@ -108,7 +74,7 @@ def up(
     settings = _settings(
         project=project, region=region, pool_name=pool, image_tag=image_tag, preset=preset
     )
-    keys = _keys(skip_keys)
+    keys = numerai_keys(skip_keys)
     info = place.up(settings, keys, _progress)
     verb = "Created" if info.pool_created else "Updated"
     err_console.print(f"{verb} work pool [bold]{escape(info.pool_name)}[/] (cloud-run-v2).")
@@ -147,4 +113,4 @@ def status(pool: Pool = None, as_json: AsJson = False) -> None:
     from infra.gcp import place
 
     settings = _settings(pool_name=pool)
-    _print_status(place.status(settings), as_json)
+    print_status(place.status(settings), as_json)

@@ -45,7 +45,12 @@ SandboxSize = Annotated[str, typer.Option(help="Sandbox data size: tiny, small o
 Model = Annotated[
     str | None, typer.Option("--model", "-m", help="Numerai model name to submit as.")
 ]
-Target = Annotated[str, typer.Option(help="Target column to train on.")]
+Target = Annotated[
+    str | None, typer.Option(help="Target column to train on (default: the node's).")
+]
+DataVersion = Annotated[
+    str | None, typer.Option(help="Numerai dataset version (default: the node's).")
+]
 Params = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="Model parameter KEY=VALUE (repeatable)."),
@@ -65,9 +70,11 @@ def tournament(
     sandbox: Sandbox = False,
     sandbox_size: SandboxSize = "small",
     model: Model = None,
-    data_version: Annotated[str, typer.Option(help="Numerai dataset version.")] = "v5.2",
-    feature_set: Annotated[str, typer.Option(help="Feature set from features.json.")] = "small",
-    target: Target = "target",
+    data_version: DataVersion = None,
+    feature_set: Annotated[
+        str | None, typer.Option(help="Feature set from features.json (default: the node's).")
+    ] = None,
+    target: Target = None,
     param: Params = None,
     trigger_id: TriggerId = None,
     round_number: RoundNumber = None,
@@ -84,15 +91,11 @@ def tournament(
         from flows.tournament import TournamentNode, tournament_node
 
         name, upload = _submit_as(model, sandbox_models)
-        node = TournamentNode(
-            numerai_model=name or "my_model",
-            data_version=data_version,
-            feature_set=feature_set,
-            target=target,
-            params=params,
-            score_validation=score,
-            upload=upload,
+        # The node's own defaults apply where no option was given: they live in one place.
+        given = _given(
+            numerai_model=name, data_version=data_version, feature_set=feature_set, target=target
         )
+        node = TournamentNode(**given, params=params, score_validation=score, upload=upload)
         outcome, seconds = _run_flow(tournament_node, node, trigger_id, round_number)
     _print_outcome("Tournament node", outcome, seconds, as_json)
 
@@ -102,10 +105,8 @@ def signals(
     sandbox: Sandbox = False,
     sandbox_size: SandboxSize = "tiny",
     model: Model = None,
-    data_version: Annotated[
-        str, typer.Option(help="Numerai Signals dataset version.")
-    ] = "signals/v2.0",
-    target: Target = "target",
+    data_version: DataVersion = None,
+    target: Target = None,
     param: Params = None,
     trigger_id: TriggerId = None,
     round_number: RoundNumber = None,
@@ -122,16 +123,15 @@ def signals(
         from flows.signals import SignalsNode, signals_node
 
         name, upload = _submit_as(model, sandbox_models)
-        node = SignalsNode(
-            numerai_model=name or "my_signals_model",
-            data_version=data_version,
-            target=target,
-            params=params,
-            score_validation=score,
-            upload=upload,
-        )
+        given = _given(numerai_model=name, data_version=data_version, target=target)
+        node = SignalsNode(**given, params=params, score_validation=score, upload=upload)
         outcome, seconds = _run_flow(signals_node, node, trigger_id, round_number)
     _print_outcome("Signals node", outcome, seconds, as_json)
+
+
+def _given(**options: str | None) -> dict[str, str]:
+    """The options the user gave (the others keep the node settings' defaults)."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _submit_as(model: str | None, sandbox_models: list[str]) -> tuple[str | None, bool]:

@@ -24,10 +24,14 @@ from infra.aws.errors import UP_COMMAND, AwsError
 from infra.aws.pool import IMAGE_VARIABLE, ecs_pool_template, image_reference, pool_mismatches
 from infra.aws.secrets import delete_secrets, put_keys, secret_arns
 from infra.aws.settings import AwsSettings
-from infra.cloud import NumeraiKeys, PlaceStatus
+from infra.cloud import (
+    NumeraiKeys,
+    PlaceStatus,
+    missing_stack_status,
+    remove_pool_and_block,
+    stack_status,
+)
 from infra.pools import (
-    delete_block,
-    delete_pool,
     read_pool_template,
     require_prefect_api,
     set_variable,
@@ -136,11 +140,7 @@ def down(
             done.append(_bucket(aws, outputs["BucketName"], delete_bucket))
         delete_stack(aws, stack, settings, progress)
         done.append(f"deleted stack {settings.stack_name}")
-    if delete_pool(settings.pool_name, ECS):
-        done.append(f"deleted work pool {settings.pool_name}")
-    if delete_block(settings.result_block, _BLOCK_TYPE):
-        done.append(f"deleted block {_BLOCK_TYPE}/{settings.result_block}")
-    return done
+    return done + remove_pool_and_block(settings.pool_name, ECS, settings.result_block, _BLOCK_TYPE)
 
 
 def status(settings: AwsSettings) -> PlaceStatus:
@@ -149,37 +149,30 @@ def status(settings: AwsSettings) -> PlaceStatus:
     where = f"stack {settings.stack_name} in {aws.region_name}"
     stack = describe_stack(aws, settings.stack_name)
     template = read_pool_template(settings.pool_name)
-    pool = f"work pool {settings.pool_name}"
     if stack is None:
-        return PlaceStatus(
+        return missing_stack_status(
             PLACE,
             where,
-            exists=False,
             pool_name=settings.pool_name,
             pool_exists=template is not None,
-            problems=(f"{where} does not exist; `{UP_COMMAND}` creates it",),
+            problem=f"{where} does not exist; `{UP_COMMAND}` creates it",
         )
     state = stack["StackStatus"]
     outputs = stack_outputs(stack)
-    problems = []
-    if "ROLLBACK" in state or not state.endswith("_COMPLETE"):
-        problems.append(f"{where} is {state}")
-    mismatches: list[str] = []
-    if template is None:
-        problems.append(f"{pool} does not exist")
-    elif "ClusterName" in outputs:
-        mismatches = pool_mismatches(template, outputs, secret_arns(aws, stack))
-        problems += [f"{pool}: {mismatch}" for mismatch in mismatches]
-    return PlaceStatus(
+    broken = "ROLLBACK" in state or not state.endswith("_COMPLETE")
+    return stack_status(
         PLACE,
         where,
-        exists=True,
-        stack_status=state,
-        outputs=outputs,
         pool_name=settings.pool_name,
-        pool_exists=template is not None,
-        pool_matches=template is not None and "ClusterName" in outputs and not mismatches,
-        problems=tuple(problems),
+        pool_template=template,
+        stack_state=state,
+        outputs=outputs,
+        problems=[f"{where} is {state}"] if broken else [],
+        mismatches=(
+            (lambda found: pool_mismatches(found, outputs, secret_arns(aws, stack)))
+            if "ClusterName" in outputs
+            else None
+        ),
     )
 
 

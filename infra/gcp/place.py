@@ -11,7 +11,13 @@ from google.auth.exceptions import DefaultCredentialsError
 from prefect_gcp import GcpCredentials
 from prefect_gcp.cloud_storage import GcsBucket
 
-from infra.cloud import NumeraiKeys, PlaceStatus
+from infra.cloud import (
+    NumeraiKeys,
+    PlaceStatus,
+    missing_stack_status,
+    remove_pool_and_block,
+    stack_status,
+)
 from infra.gcp.errors import UP_COMMAND, GcpSettingsError, TerraformFailed
 from infra.gcp.pool import (
     IMAGE_VARIABLE,
@@ -26,8 +32,6 @@ from infra.gcp.secrets import SecretManager
 from infra.gcp.settings import GcpSettings
 from infra.gcp.terraform import Progress, Terraform, no_progress
 from infra.pools import (
-    delete_block,
-    delete_pool,
     read_pool_template,
     require_prefect_api,
     set_variable,
@@ -122,11 +126,9 @@ def down(
             )
             done.append(f"kept bucket {bucket} (trained models); `down --delete-bucket` deletes it")
         done.append(f"destroyed the GCP stack in project {project}")
-    if delete_pool(settings.pool_name, POOL_TYPE):
-        done.append(f"deleted work pool {settings.pool_name}")
-    if delete_block(settings.results_block, _BLOCK_TYPE):
-        done.append(f"deleted block {_BLOCK_TYPE}/{settings.results_block}")
-    return done
+    return done + remove_pool_and_block(
+        settings.pool_name, POOL_TYPE, settings.results_block, _BLOCK_TYPE
+    )
 
 
 def status(settings: GcpSettings) -> PlaceStatus:
@@ -135,36 +137,24 @@ def status(settings: GcpSettings) -> PlaceStatus:
     where = f"Terraform state in {terraform.work_dir}"
     outputs = outputs_or_empty(terraform)
     template = read_pool_template(settings.pool_name)
-    pool = f"work pool {settings.pool_name}"
     if not outputs:
-        return PlaceStatus(
+        return missing_stack_status(
             PLACE,
             where,
-            exists=False,
             pool_name=settings.pool_name,
             pool_exists=template is not None,
-            problems=(f"no GCP stack is applied ({where}); `{UP_COMMAND}` creates it",),
+            problem=f"no GCP stack is applied ({where}); `{UP_COMMAND}` creates it",
         )
-    problems = []
     missing = missing_outputs(outputs)
-    if missing:
-        problems.append(f"the stack's outputs lack {', '.join(missing)}")
-    mismatches: list[str] = []
-    if template is None:
-        problems.append(f"{pool} does not exist")
-    elif not missing:
-        mismatches = pool_mismatches(template, outputs, settings)
-        problems += [f"{pool}: {mismatch}" for mismatch in mismatches]
-    return PlaceStatus(
+    return stack_status(
         PLACE,
         where,
-        exists=True,
-        stack_status="applied",
-        outputs=outputs,
         pool_name=settings.pool_name,
-        pool_exists=template is not None,
-        pool_matches=template is not None and not missing and not mismatches,
-        problems=tuple(problems),
+        pool_template=template,
+        stack_state="applied",
+        outputs=outputs,
+        problems=[f"the stack's outputs lack {', '.join(missing)}"] if missing else [],
+        mismatches=(None if missing else (lambda found: pool_mismatches(found, outputs, settings))),
     )
 
 

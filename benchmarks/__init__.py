@@ -1,0 +1,1 @@
+"""Scripts that print speed and memory figures: `uv run python benchmarks/NAME.py`."""
