@@ -110,8 +110,36 @@ def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def _fresh_fleet(project: Path, home: Path, nodes: int, timeout: float) -> None:
+    """A fleet's first round on an empty cache: how many submit, how often each file is fetched."""
+    models = {f"model{i:02d}" for i in range(nodes)}
+    print(f"{nodes} nodes at once on a fresh cache, one round:")
+    with running_stack(project, home, "  ") as info:
+        base = info.sandbox_url.rstrip("/")
+        opened = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": int(CLASSIC)})
+        number = opened.json()["number"]
+        deadline = time.monotonic() + timeout
+        done: list[dict] = []
+        while time.monotonic() < deadline:
+            subs = httpx.get(f"{base}/_sandbox/submissions").json()
+            done = [s for s in subs if s["round"] == number and s["model_name"] in models]
+            if len({s["model_name"] for s in done}) >= nodes:
+                break
+            time.sleep(1)
+        per_model = {name: sum(s["model_name"] == name for s in done) for name in models}
+        print(f"  submitted: {sum(n > 0 for n in per_model.values())} of {nodes} nodes")
+        print(f"  submitted twice: {sum(n > 1 for n in per_model.values())}")
+        for name, count in sorted(httpx.get(f"{base}/_sandbox/downloads").json().items()):
+            print(f"  {name}: downloaded {count} time(s)")
+
+
 def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="numerai-nodes-round-bench-"))
+    if args.fresh_fleet:
+        fleet = _catalogue(work / "fleet-project", args.fleet)
+        os.chdir(fleet)
+        _fresh_fleet(fleet, work / "fresh", args.fleet, args.timeout)
+        return
     os.chdir(ROOT)
     _measure("one node", ROOT, work / "one", 1, args.rounds)
     fleet = _catalogue(work / "fleet-project", args.fleet)
@@ -124,4 +152,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--fleet", type=int, default=10)
     parser.add_argument("--fleet-rounds", type=int, default=5)
+    parser.add_argument(
+        "--fresh-fleet",
+        action="store_true",
+        help="Only the fleet's first round on an empty cache: nodes submitted, fetches per file.",
+    )
+    parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for a round.")
     main(parser.parse_args())

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import mimetypes
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -70,6 +71,7 @@ class SandboxApp:
     def __init__(self, backend: Backend, webhooks: WebhookDelivery | None = None) -> None:
         self.backend = backend
         self.webhooks = webhooks
+        self.downloads: Counter[str] = Counter()
 
     @property
     def faults(self) -> Faults:
@@ -126,6 +128,7 @@ class SandboxApp:
             )
         except SandboxError as exc:
             return PlainTextResponse(str(exc), status_code=404)
+        self.downloads[filename] += 1  # whole or resumed: each GET of a file counts
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, filename=None)
 
@@ -171,6 +174,10 @@ class SandboxApp:
                 ],
             }
         )
+
+    async def admin_downloads(self, request: Request) -> Response:
+        """How many times each dataset file was fetched (GET or HEAD), by file name."""
+        return JSONResponse(dict(self.downloads))
 
     async def admin_webhooks(self, request: Request) -> Response:
         """Every webhook delivery: when it fired, how it was answered."""
@@ -254,6 +261,7 @@ def create_app(
             Route("/_sandbox/faults", handlers.admin_faults, methods=["GET", "POST"]),
             Route("/_sandbox/chaos", handlers.admin_chaos, methods=["GET", "POST"]),
             Route("/_sandbox/webhooks", handlers.admin_webhooks, methods=["GET"]),
+            Route("/_sandbox/downloads", handlers.admin_downloads, methods=["GET"]),
             *routes,
         ]
     )

@@ -57,7 +57,7 @@ def test_a_call_that_never_answers_times_out_is_retried_and_the_run_still_submit
     monkeypatch.setenv("NUMERAI_NODES_REQUEST_TIMEOUT_SECONDS", "0.5")
     monkeypatch.setenv("NUMERAI_NODES_MAX_RETRIES", "50")
     monkeypatch.setenv("NUMERAI_NODES_RETRY_DELAY_SCALE", "0.05")
-    sandbox.faults.update({"latency_s": 30})  # the API hangs...
+    sandbox.faults.update({"latency_s": 3})  # the API hangs past the 0.5 s timeout...
     threading.Timer(2.0, sandbox.faults.update, args=({"latency_s": 0},)).start()  # ...then heals
 
     state = tournament_node(_node(), trigger_id="after-the-hang", return_state=True)

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from deployments.events import EVENT_NAME, event_id, node_resource_id
+from deployments.events import EVENT_NAME, event_id
 from deployments.gateway import GatewaySettings, create_app
 from deployments.outbox import Outbox, OutboxEntry
 from tests.integration.servers import PrefectServer, UvicornThread, free_port
@@ -94,10 +94,10 @@ def _post_json(url: str, body: dict[str, Any]) -> Any:
     return response.json()
 
 
-def _stored(server: PrefectServer, event: str) -> list[dict[str, Any]]:
+def _stored(api_url: str, event: str) -> list[dict[str, Any]]:
     """The events with this id that Prefect has stored (its events API reads the database)."""
     query = {"filter": {"id": {"id": [event]}, "event": {"name": [EVENT_NAME]}}, "limit": 50}
-    return _post_json(f"{server.api_url}/events/filter", query)["events"]
+    return _post_json(f"{api_url}/events/filter", query)["events"]
 
 
 def _webhook(base: str, trigger_id: str) -> httpx.Response:
@@ -120,7 +120,7 @@ def test_prefect_killed_right_after_the_202_still_gets_the_event_once(tmp_path: 
 
         with _on_the_same_port(first, FAST_PERSISTER) as restarted:
             delivered = _entry(outbox, event, lambda e: e.delivered_at is not None, "delivery")
-            stored = _stored(restarted, event)
+            stored = _stored(restarted.api_url, event)
             time.sleep(2.5)  # past redeliver_after: a confirmed event is never posted again
             after = Outbox(outbox).get(event)
 
@@ -131,63 +131,6 @@ def test_prefect_killed_right_after_the_202_still_gets_the_event_once(tmp_path: 
     assert [e["id"] for e in stored] == [event]
     assert stored[0]["payload"] == {"triggerId": "crash-after-202", "roundNumber": 1001}
     assert after is not None and after.attempts == delivered.attempts
-
-
-def _deployment_with_an_automation(server: PrefectServer) -> str:
-    """A deployment that an automation runs on the node's webhook event, like prefect.yaml's
-    triggers; its runs stay Scheduled (no worker), which is all this test counts."""
-    api = server.api_url
-    flow = _post_json(f"{api}/flows/", {"name": "outbox-probe"})
-    body = {"name": "on-webhook", "flow_id": flow["id"], "enforce_parameter_schema": False}
-    deployment = _post_json(f"{api}/deployments/", body)
-    automation = {
-        "name": "outbox-probe-on-webhook",
-        "trigger": {
-            "type": "event",
-            "posture": "Reactive",
-            "expect": [EVENT_NAME],
-            "match": {"prefect.resource.id": node_resource_id("alpha")},
-            "threshold": 1,
-            "within": 0,
-        },
-        "actions": [
-            {
-                "type": "run-deployment",
-                "source": "selected",
-                "deployment_id": deployment["id"],
-                "parameters": {"trigger_id": "{{ event.payload.triggerId }}"},
-            }
-        ],
-    }
-    _post_json(f"{api}/automations/", automation)
-    return deployment["id"]
-
-
-def _runs(server: PrefectServer, deployment_id: str) -> list[dict[str, Any]]:
-    query = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 50}
-    return _post_json(f"{server.api_url}/flow_runs/filter", query)
-
-
-def test_a_webhook_while_prefect_is_down_makes_exactly_one_run(tmp_path: Path) -> None:
-    outbox = tmp_path / "outbox.sqlite"
-    server = PrefectServer(tmp_path / "prefect", env=FAST_PERSISTER)
-    with server:
-        deployment_id = _deployment_with_an_automation(server)
-    with UvicornThread(create_app(_settings(server.api_url, outbox))) as gateway:
-        answers = [_webhook(gateway.url, "outage-run") for _ in range(2)]  # and a redelivery
-        event = answers[0].json()["event_id"]
-        waiting = _entry(outbox, event, lambda e: e.attempts >= 2, "failed attempts")
-        with server:
-            runs = _wait_until(lambda: _runs(server, deployment_id), "a flow run")
-            _entry(outbox, event, lambda e: e.delivered_at is not None, "delivery")
-            time.sleep(3)  # a second run, from a re-post or the redelivery, would be here by now
-            runs = _runs(server, deployment_id)
-
-    assert [answer.status_code for answer in answers] == [202, 202]
-    assert answers[1].json()["event_id"] == event
-    assert waiting.delivered_at is None and "unreachable" in (waiting.last_error or "")
-    assert len(runs) == 1
-    assert runs[0]["parameters"] == {"trigger_id": "outage-run"}
 
 
 class _GatewayProcess:
@@ -248,15 +191,10 @@ def _gateway_env(home: Path, prefect_api_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def prefect(tmp_path: Path) -> Iterator[PrefectServer]:
-    with PrefectServer(tmp_path / "prefect", env=FAST_PERSISTER) as server:
-        yield server
-
-
 def test_a_gateway_killed_before_delivery_delivers_on_its_next_start(
-    tmp_path: Path, prefect: PrefectServer
+    tmp_path: Path, prefect_server: str
 ) -> None:
+    """(The session's Prefect server: this test needs no restart of it.)"""
     home = tmp_path / "home"
     log = tmp_path / "gateway.log"
     unreachable = f"http://127.0.0.1:{free_port()}/api"  # so the first run cannot deliver
@@ -266,11 +204,11 @@ def test_a_gateway_killed_before_delivery_delivers_on_its_next_start(
     event = response.json()["event_id"]
     outbox = home / "gateway" / "outbox.sqlite"  # the default place, under the project home
     left = Outbox(outbox).get(event)
-    assert _stored(prefect, event) == []
+    assert _stored(prefect_server, event) == []
 
-    with _GatewayProcess(_gateway_env(home, prefect.api_url), log):
+    with _GatewayProcess(_gateway_env(home, prefect_server), log):
         delivered = _entry(outbox, event, lambda e: e.delivered_at is not None, "delivery")
-        stored = _stored(prefect, event)
+        stored = _stored(prefect_server, event)
 
     assert response.status_code == 202
     assert left is not None and left.delivered_at is None

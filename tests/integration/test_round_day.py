@@ -275,6 +275,7 @@ def test_with_prefect_down_the_gateway_keeps_the_webhook_and_delivers_it_once_pr
             url = f"{gateway.url}/hooks/tournament/{token}"
             link.cut()
             assert _post(url, "outage-1").status_code == 202  # recorded: nothing is lost
+            assert _post(url, "outage-1").status_code == 202  # a redelivery: the same event
             time.sleep(3)
             assert stack.runs("outage-1") == []
 

@@ -35,6 +35,15 @@ def test_files_advertise_length_and_ranges(sandbox: Sandbox):
     assert httpx.get(url, headers={"Range": f"bytes={len(served)}-"}).status_code == 416
 
 
+def test_the_download_log_counts_each_fetch_of_each_file(sandbox: Sandbox):
+    before = httpx.get(f"{sandbox.url}_sandbox/downloads").json()
+    url = _file_url(sandbox, "v5.2/features.json")
+    httpx.get(url)
+    httpx.get(url, headers={"Range": "bytes=10-"})
+    after = httpx.get(f"{sandbox.url}_sandbox/downloads").json()
+    assert after.get("v5.2/features.json", 0) - before.get("v5.2/features.json", 0) == 2
+
+
 def test_unknown_file_and_unknown_upload_are_404(sandbox: Sandbox):
     assert httpx.get(f"{sandbox.url}files/../secrets.txt").status_code == 404
     assert httpx.get(f"{sandbox.url}files/v5.2/nope.parquet").status_code == 404
