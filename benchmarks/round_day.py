@@ -115,6 +115,7 @@ def _fresh_fleet(project: Path, home: Path, nodes: int, timeout: float) -> None:
     models = {f"model{i:02d}" for i in range(nodes)}
     print(f"{nodes} nodes at once on a fresh cache, one round:")
     with running_stack(project, home, "  ") as info:
+        assert info.sandbox_url is not None, "the stack was started with its sandbox"
         base = info.sandbox_url.rstrip("/")
         opened = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": int(CLASSIC)})
         number = opened.json()["number"]
