@@ -65,12 +65,14 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
 
 
 def _graph() -> dict[str, set[str]]:
+    """Each module's imports of the project, as the text names them: `from pkg import sub` is an
+    arrow to `pkg` (its `__init__` runs first) and to `pkg.sub` when that is a module."""
     modules = _project_modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for _, imported, _ in _imports(path):
-            target = _resolve(imported, modules)
-            if target and target != name and not name.startswith(f"{target}."):
+        for _, found, _ in _imports(path):
+            target = _resolve(found, modules)
+            if target and target != name:
                 graph[name].add(target)
     return graph
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import typer
 
-from deployments.cli import infra_aws, infra_gcp
+from deployments.cli.infra_aws import app as aws_app
+from deployments.cli.infra_gcp import app as gcp_app
 
 app = typer.Typer(
     help="Create, inspect and delete the cloud infrastructure of ECS and Cloud Run nodes.",
     no_args_is_help=True,
 )
-app.add_typer(infra_aws.app, name="aws")
-app.add_typer(infra_gcp.app, name="gcp")
+app.add_typer(aws_app, name="aws")
+app.add_typer(gcp_app, name="gcp")
