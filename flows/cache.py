@@ -91,10 +91,12 @@ def reading(path: Path) -> Iterator[Path]:
 
 
 def _whole(path: Path) -> bool:
+    """Whether a cached file is there and whole. Only its footer is read: the file was read in
+    full before it was renamed into place, and `reading` catches damage found later."""
     if not path.exists():
         return False
     try:
-        check_file(path)
+        check_file(path, full=False)
     except CorruptFile:
         discard(path)
         return False

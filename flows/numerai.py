@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from flows.errors import (
     UnknownModel,
     UploadRejected,
 )
+from flows.settings import load_settings
 from flows.tournaments import CLASSIC, SIGNALS
 
 # Every call to Numerai has a deadline, so a hung peer costs a retry, not the round.
@@ -76,11 +76,8 @@ class _BoundApi:
         result = numerapi.utils.post_with_err_handling(
             self.url, body, headers, timeout=self.timeout, retries=1
         )
-        if (
-            not result
-            or not isinstance(result, dict)
-            or ("data" not in result and not result.get("errors"))
-        ):
+        # numerapi's helper logs a failed request and returns None (or {}): no answer.
+        if not isinstance(result, dict) or ("data" not in result and not result.get("errors")):
             raise NumeraiUnavailable(
                 f"Numerai's API at {self.url} did not answer in time (or not at all). Check the "
                 "network, or NUMERAI_API_URL if you set it; the task is retried."
@@ -278,7 +275,7 @@ class NumeraiClient:
     def _put(self, url: str, path: Path) -> None:
         """PUT the file and check the answer: numerapi ignores the status of its own PUT."""
         headers = {"Content-Type": "text/csv"}
-        compute_id = os.getenv("NUMERAI_COMPUTE_ID")
+        compute_id = load_settings().compute_id
         if compute_id:
             headers["x_compute_id"] = compute_id
         try:

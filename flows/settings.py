@@ -79,6 +79,11 @@ class NodesSettings(HomeSettings):
         description="How long a node waits for another node that fetches the same cached file "
         "or submits for the same model.",
     )
+    compute_id: str | None = Field(
+        None,
+        description="Numerai compute id sent with each upload (numerapi's NUMERAI_COMPUTE_ID).",
+        validation_alias=AliasChoices("NUMERAI_COMPUTE_ID", f"{ENV_PREFIX}COMPUTE_ID"),
+    )
     retry_delay_scale: float = Field(
         1.0,
         ge=0,

@@ -328,6 +328,11 @@ class SandboxState:
         with self._lock:
             return self._store.uploads.get(key)
 
+    def uploads(self) -> list[UploadRecord]:
+        """Every upload reserved so far, in order."""
+        with self._lock:
+            return list(self._store.uploads.values())
+
     # --- submissions ------------------------------------------------------------------------
     def add_submission(self, record: SubmissionRecord) -> SubmissionRecord:
         with self._lock:

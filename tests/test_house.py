@@ -242,3 +242,16 @@ def test_tournament_ids_are_never_literal_outside_their_module():
         for match in pattern.finditer(path.read_text())
     )
     assert where == []
+
+
+def test_nothing_reads_a_project_setting_from_the_environment_behind_its_settings_class():
+    """NUMERAI_* variables are read by the settings classes, which give them types and a default."""
+    reads = re.compile(
+        r"os\.(getenv|environ\.get)\(\s*[\"']NUMERAI|os\.environ\[\s*[\"']NUMERAI[^\]]*\]\s*(?!=)"
+    )
+    found = sorted(
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in _sources()
+        for match in reads.finditer(path.read_text())
+    )
+    assert found == []

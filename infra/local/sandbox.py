@@ -31,8 +31,7 @@ class SandboxProcess:
 
     def env(self) -> dict[str, str]:
         """What a node needs to talk to this sandbox instead of Numerai (and Yahoo)."""
-        ready = self.ready
-        return node_env(ready.url, ready.public_id, ready.secret_key, ready.yahoo_url)
+        return sandbox_env(self.ready)
 
     def model_names(self, tournament: Tournament) -> list[str]:
         """The sandbox's models in a tournament (a model of unknown tournament is Classic)."""
@@ -47,6 +46,11 @@ class SandboxProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def sandbox_env(ready: SandboxReady) -> dict[str, str]:
+    """The environment that points a node at a running sandbox (its API, keys, Yahoo fake)."""
+    return node_env(ready.url, ready.public_id, ready.secret_key, ready.yahoo_url)
 
 
 def start_sandbox(

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from deployments.catalogue import CATALOGUE, CatalogueError, Node, load_nodes, nodes_on_pool
-from flows.settings import HOME_ENV, node_env
+from flows.settings import HOME_ENV
 from flows.tournaments import CLASSIC
 from infra.local import prefect_setup, registration
 from infra.local.processes import HOST, ProcessRecord, alive, get_ok, port_free, spawn, stop, tail
 from infra.local.reporter import Reporter, SilentReporter
+from infra.local.sandbox import sandbox_env
 from infra.local.settings import StackSettings
 from infra.local.state import (
     STACK_FILE,
@@ -143,7 +144,7 @@ class LocalStack:
     def sandbox_keys(self) -> dict[str, str] | None:
         """The environment that points a node at the running sandbox (URL and keys), or None."""
         sandbox = self.sandbox()
-        return _sandbox_env(sandbox) if sandbox else None
+        return sandbox_env(sandbox) if sandbox else None
 
     def sandbox_models(self) -> dict[str, str]:
         """The running sandbox's model names and ids; empty without a sandbox."""
@@ -216,7 +217,7 @@ class LocalStack:
         worker_env = self._env(
             {
                 **self._worker_settings_env(),
-                **(_sandbox_env(running_sandbox) if running_sandbox else {}),
+                **(sandbox_env(running_sandbox) if running_sandbox else {}),
             }
         )
         worker = self._spawn("worker", self._worker_command(), worker_env, None)
@@ -430,10 +431,6 @@ class LocalStack:
 
 def _status(process: ProcessRecord) -> ProcessStatus:
     return ProcessStatus(process.name, process.pid, alive(process), process.url, Path(process.log))
-
-
-def _sandbox_env(sandbox: SandboxReady) -> dict[str, str]:
-    return node_env(sandbox.url, sandbox.public_id, sandbox.secret_key, sandbox.yahoo_url)
 
 
 def _sandbox_model(node: Node) -> str:

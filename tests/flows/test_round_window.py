@@ -98,3 +98,10 @@ def test_when_the_round_closes_while_submit_retries_no_put_follows_and_the_run_s
 
 def _put_failures(sandbox) -> int:
     return int(sandbox.chaos.to_json()["counts"]["put_fail"])  # type: ignore[index]
+
+
+def test_the_compute_id_setting_reaches_numerais_upload_storage(sandbox, monkeypatch):
+    monkeypatch.setenv("NUMERAI_COMPUTE_ID", "compute-42")
+    tournament_node(_node(), trigger_id="with-compute-id")
+    stored = [upload for upload in sandbox.state.uploads() if upload.data is not None]
+    assert [upload.compute_id for upload in stored] == ["compute-42"]
