@@ -13,6 +13,7 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
+from deployments import recovery
 from deployments.catalogue import Node
 from deployments.checks import Check
 from deployments.events import node_resource_id
@@ -62,6 +63,8 @@ def diagnose(
                 checks += [_not_set_up(node, places) for node in idle]
             checks += _pools(client, nodes, pool_types)
             checks += _deployments(client, nodes)
+            if nodes:
+                checks.append(_recovery(client))
     checks += _numerai(nodes, gateway_base, cloud)
     if not cloud:
         checks.append(_gateway(gateway_base))
@@ -220,6 +223,19 @@ def _deployments(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
                 )
             )
     return checks
+
+
+def _recovery(client: SyncPrefectClient) -> Check:
+    enabled = {automation.name for automation in client.read_automations() if automation.enabled}
+    missing = [name for name in recovery.AUTOMATIONS if name not in enabled]
+    if missing:
+        return Check(
+            "crash recovery",
+            "warn",
+            f"missing or disabled: {'; '.join(missing)}. A crashed node run stays crashed",
+            "Run `numerai-nodes recovery apply`.",
+        )
+    return Check("crash recovery", "ok", "crashed and silent node runs are run again")
 
 
 def _has_trigger(automations, node: Node, deployment_id) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from deployments.cli import doctor, infra, node, round_day, run, stack, webhook
+from deployments.cli import doctor, infra, node, recovery, round_day, run, stack, webhook
 from deployments.cli.output import NodesGroup
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(node.app, name="node")
 app.command("doctor")(doctor.doctor)
 app.command("round")(round_day.round_command)
 app.add_typer(infra.app, name="infra")
+app.add_typer(recovery.app, name="recovery")
 
 
 def _mount_sandbox() -> None:

@@ -22,6 +22,22 @@ def load_stack(**overrides: object) -> LocalStack:
     return LocalStack(settings, reporter=ConsoleReporter())
 
 
+def prefect_api_url(stack: LocalStack, local: bool) -> str:
+    """PREFECT_API_URL when set (and not `local`), else the running local stack's server."""
+    from prefect.settings import PREFECT_API_URL
+
+    configured = None if local else PREFECT_API_URL.value()
+    if configured:
+        return configured
+    info = stack.info()
+    if info is None or not any(p.alive and p.name == "server" for p in info.processes):
+        raise fail(
+            "No Prefect server to use: start the local stack (numerai-nodes up), or set "
+            "PREFECT_API_URL (prefect cloud login, or prefect config set PREFECT_API_URL=...)."
+        )
+    return info.prefect_api_url
+
+
 def up(
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Also start a local Numerai and register on it.")
@@ -120,3 +136,9 @@ def _print_info(info: StackInfo) -> None:
     console.print(f"Work pool: {info.work_pool}; database: {info.database}")
     for node, url in info.webhooks.items():
         console.print(f"Webhook of node {node}: {url}", highlight=False)
+    if info.paused_schedules:
+        console.print(
+            "Fallback schedules are off while the sandbox runs (its rounds keep their own "
+            f"clock): {', '.join(info.paused_schedules)}",
+            highlight=False,
+        )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from deployments.cli.output import console, err_console, fail
-from deployments.cli.stack import load_stack
+from deployments.cli.stack import load_stack, prefect_api_url
 
 if TYPE_CHECKING:
     from deployments.catalogue import Node
@@ -61,7 +61,7 @@ def register_command(
 
     found = find_node(node)
     stack = load_stack()
-    api_url = _prefect_api_url(stack, local or sandbox)
+    api_url = prefect_api_url(stack, local or sandbox)
     cloud = is_prefect_cloud(api_url)
     with prefect_api(api_url):
         numerai = _numerai(stack, found, sandbox)
@@ -104,7 +104,7 @@ def token_command(
             f"{variable} is set and overrides the Secret block; "
             + ("change it there to rotate." if rotate else "the token is that value.")
         )
-    api_url = _prefect_api_url(load_stack(), local)
+    api_url = prefect_api_url(load_stack(), local)
     block = token_block_name(found.name)
     with prefect_api(api_url):
         if load_token(found.name) is not None and not rotate:
@@ -127,22 +127,6 @@ def token_command(
             f"`numerai-nodes webhook register {found.name}` so Numerai uses the new URL.",
             highlight=False,
         )
-
-
-def _prefect_api_url(stack: LocalStack, local: bool) -> str:
-    """PREFECT_API_URL when set (and not `local`), else the running local stack's server."""
-    from prefect.settings import PREFECT_API_URL
-
-    configured = None if local else PREFECT_API_URL.value()
-    if configured:
-        return configured
-    info = stack.info()
-    if info is None or not any(p.alive and p.name == "server" for p in info.processes):
-        raise fail(
-            "No Prefect server to use: start the local stack (numerai-nodes up), or set "
-            "PREFECT_API_URL (prefect cloud login, or prefect config set PREFECT_API_URL=...)."
-        )
-    return info.prefect_api_url
 
 
 def _numerai(stack: LocalStack, node: Node, sandbox: bool):

@@ -9,6 +9,7 @@ from boto3.session import Session
 from botocore.exceptions import ClientError
 from prefect_aws import AwsCredentials, S3Bucket
 
+from deployments import recovery
 from infra.aws.cloudformation import (
     Action,
     Progress,
@@ -100,6 +101,7 @@ def up(
         preset=settings.preset,
     )
     created = upsert_pool(settings.pool_name, ECS, template)
+    recovery.apply()  # crashed and silent node runs run again, on any pool
     # prefect.yaml's ECS node tags its image build with this repository.
     set_variable(IMAGE_VARIABLE, outputs["RepositoryUri"])
     return UpResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from deployments.recovery import heartbeat_env
 from infra.aws.cloudformation import region_of
 from infra.aws.errors import AwsSettingsError
 from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
@@ -37,7 +38,7 @@ def ecs_pool_template(
     NetworkSubnetIds output; without any, the worker uses the default VPC.
     """
     template = default_template(ECS)
-    result_env = {RESULT_STORAGE_ENV: f"s3-bucket/{block_name}"}
+    result_env = {RESULT_STORAGE_ENV: f"s3-bucket/{block_name}", **heartbeat_env()}
     set_default(template, "cluster", outputs["ClusterName"])
     set_default(template, "execution_role_arn", outputs["ExecutionRoleArn"])
     set_default(template, "task_role_arn", outputs["TaskRoleArn"])

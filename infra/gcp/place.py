@@ -11,6 +11,7 @@ from google.auth.exceptions import DefaultCredentialsError
 from prefect_gcp import GcpCredentials
 from prefect_gcp.cloud_storage import GcsBucket
 
+from deployments import recovery
 from infra.cloud import (
     NumeraiKeys,
     PlaceStatus,
@@ -90,6 +91,7 @@ def up(
     _save_results_block(outputs, settings.results_block)
     progress(f"Creating or updating the work pool {settings.pool_name}")
     created = upsert_pool(settings.pool_name, POOL_TYPE, template)
+    recovery.apply()  # crashed and silent node runs run again, on any pool
     # prefect.yaml's Cloud Run node tags its image build with this repository.
     set_variable(IMAGE_VARIABLE, image.rsplit(":", 1)[0])
     return UpResult(outputs, settings.pool_name, image, created, keys is not None)

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 
+from deployments.recovery import heartbeat_env
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.gcp.errors import UP_COMMAND, CredentialsBlockMissing, StackOutputsMissing
 from infra.gcp.settings import RESULTS_BLOCK, GcpSettings
@@ -82,7 +83,8 @@ def cloud_run_pool_template(
     set_default(template, "service_account_name", outputs["service_account_email"])
     for variable, value in job_variables(preset, POOL_TYPE).items():
         set_default(template, variable, value)
-    set_default(template, "env", {RESULT_STORAGE_ENV: f"gcs-bucket/{results_block}"})
+    env = {RESULT_STORAGE_ENV: f"gcs-bucket/{results_block}", **heartbeat_env()}
+    set_default(template, "env", env)
     set_default(
         template,
         "env_from_secrets",

@@ -13,6 +13,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
+from deployments import recovery
 from deployments.catalogue import Node
 from deployments.webhooks import prefect_api
 from infra.local.processes import tail
@@ -76,3 +77,27 @@ def finish_deploy(deploy: subprocess.Popen[bytes], timeout: float, log: Path) ->
             f"prefect deploy failed (exit code {code}). The end of its output "
             f"({log}):\n{tail(log, _LOG_TAIL_LINES)}"
         )
+
+
+def apply_recovery(api_url: str) -> list[str]:
+    """Create (or refresh) the automations that run crashed and silent node runs again."""
+    with prefect_api(api_url):
+        return recovery.apply()
+
+
+def pause_schedules(api_url: str, nodes: list[Node]) -> list[str]:
+    """Turn the nodes' fallback schedules off; returns the deployments that had one on.
+
+    A sandbox rehearsal opens rounds on its own clock, not Numerai's: a fallback run at Numerai's
+    hour would only add a submission the rehearsal did not ask for. Turning a schedule off also
+    deletes the runs Prefect had already scheduled for it.
+    """
+    paused = []
+    with SyncPrefectClient(api_url) as client:
+        for node in nodes:
+            deployment = client.read_deployment_by_name(node.full_name)
+            for schedule in deployment.schedules:
+                if schedule.active:
+                    client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+                    paused.append(node.full_name)
+    return sorted(set(paused))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deployments import recovery
 from deployments.catalogue import CATALOGUE, CatalogueError, Node, load_nodes, nodes_on_pool
 from flows.settings import HOME_ENV
 from flows.tournaments import CLASSIC
@@ -126,6 +127,7 @@ class LocalStack:
             processes=self.status(),
             webhooks=dict(state.get("webhooks") or {}),
             startup_seconds=dict(state.get("startup_seconds") or {}),
+            paused_schedules=list(state.get("paused_schedules") or []),
         )
 
     def status(self) -> list[ProcessStatus]:
@@ -220,13 +222,15 @@ class LocalStack:
                 **(sandbox_env(running_sandbox) if running_sandbox else {}),
             }
         )
-        worker = self._spawn("worker", self._worker_command(), worker_env, None)
+        worker = self._spawn(
+            "worker", _supervised("worker", self._worker_command()), worker_env, None
+        )
         # `prefect deploy` runs while the worker and the gateway start.
         deploy = prefect_setup.start_deploy(nodes, self.project_dir, self._env(), self._deploy_log)
         try:
             triggered = [node for node in nodes if node.has_trigger]
             tokens = registration.tokens(self.prefect_api_url, triggered, self.reporter)
-            gateway_command = [sys.executable, "-m", "deployments.gateway"]
+            gateway_command = _supervised("gateway", [sys.executable, "-m", "deployments.gateway"])
             gateway_env = self._gateway_env(triggered)
             gateway = self._spawn("gateway", gateway_command, gateway_env, self.gateway_url)
             with self.reporter.step("Deploying the local nodes of prefect.yaml"):
@@ -234,6 +238,13 @@ class LocalStack:
                     deploy, self.settings.start_timeout_seconds, self._deploy_log
                 )
             timings["deploy"] = round(time.monotonic() - started, 1)
+            with self.reporter.step("Setting up crash recovery (automations)"):
+                prefect_setup.apply_recovery(self.prefect_api_url)
+            if running_sandbox is not None:
+                # The sandbox opens rounds on its own clock, not at Numerai's fallback hour.
+                self._state["paused_schedules"] = prefect_setup.pause_schedules(
+                    self.prefect_api_url, nodes
+                )
         finally:
             if deploy.poll() is None:
                 deploy.kill()
@@ -402,6 +413,8 @@ class LocalStack:
             "PREFECT_WORKER_PREFETCH_SECONDS": str(max(2.0, 2 * poll)),
             # A short heartbeat lets `doctor` see a stopped worker within seconds.
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
+            # Flow runs send heartbeats, so a run whose worker died with it is marked crashed.
+            **recovery.heartbeat_env(),
         }
 
     def _sandbox_command(self, nodes: list[Node], size: str) -> list[str]:
@@ -427,6 +440,11 @@ class LocalStack:
 
     def _worker_online(self, since: datetime) -> bool:
         return prefect_setup.worker_online(self.prefect_api_url, self.settings.work_pool, since)
+
+
+def _supervised(name: str, command: list[str]) -> list[str]:
+    """`command` under the stack's supervisor, which starts it again if it dies."""
+    return [sys.executable, "-m", "infra.local.supervisor", "--name", name, "--", *command]
 
 
 def _status(process: ProcessRecord) -> ProcessStatus:

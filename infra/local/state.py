@@ -46,6 +46,7 @@ class StackInfo:
     processes: list[ProcessStatus]
     webhooks: dict[str, str] = field(default_factory=dict)  # node -> masked URL
     startup_seconds: dict[str, float] = field(default_factory=dict)
+    paused_schedules: list[str] = field(default_factory=list)  # fallback schedules turned off
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -100,3 +100,11 @@ def test_a_deployment_whose_entrypoint_is_no_node_flow_is_refused_by_name(tmp_pa
     )
     with pytest.raises(CatalogueError, match=r"'flows/other\.py:other_node', which is not a node"):
         load_nodes(catalogue)
+
+
+def test_every_node_has_its_fallback_schedule_on_half_an_hour_after_numerai_opens(document):
+    """A lost webhook is caught by the schedule: on by default, since a run without a trigger id
+    never uploads over a submission of the round (the sandbox stack turns it off)."""
+    for deployment in document["deployments"]:
+        (schedule,) = deployment["schedules"]
+        assert schedule == {"cron": "30 13 * * 2-6", "timezone": "UTC", "active": True}

@@ -11,12 +11,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,101 +23,11 @@ from typer.testing import CliRunner
 from deployments.cli import app
 from deployments.gateway import GatewaySettings, create_app
 from flows.numerai import NumeraiClient
-from infra.local.stack import LocalStack, StackSettings
-from tests.integration.postgres import Postgres
-from tests.integration.servers import TcpProxy, UvicornThread, free_port
+from tests.integration.local_stack import MODEL, Stack
+from tests.integration.servers import TcpProxy, UvicornThread
 
 pytestmark = pytest.mark.integration
-PROJECT = Path(__file__).parents[2]
-MODEL = "my_model"
 runner = CliRunner()
-
-
-@dataclass
-class Stack:
-    stack: LocalStack
-    env: dict[str, str]
-    ports: dict[str, int]
-    home: Path
-    database: Postgres | None
-    up_output: str
-
-    def url(self, name: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ports[name]}/{path}"
-
-    def api(self, path: str, payload: dict | None = None):
-        return httpx.post(self.url("prefect", f"api/{path}"), json=payload or {}, timeout=30)
-
-    @property
-    def webhook(self) -> str | None:
-        state = httpx.get(self.url("sandbox", "_sandbox/state"), timeout=10).json()
-        return next(m["webhook"] for m in state["models"] if m["name"] == MODEL)
-
-    def runs(self, trigger_id: str) -> list[dict]:
-        runs = self.api("flow_runs/filter", {"limit": 200}).json()
-        return [r for r in runs if r["parameters"].get("trigger_id") == trigger_id]
-
-    def submissions(self, trigger_id: str) -> list[dict]:
-        found = httpx.get(self.url("sandbox", "_sandbox/submissions"), timeout=10).json()
-        return [s for s in found if s["trigger_id"] == trigger_id]
-
-    def wait_completed(self, trigger_id: str, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            runs = self.runs(trigger_id)
-            if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
-                return runs[0]
-            time.sleep(1)
-        raise AssertionError(f"no finished run for {trigger_id}: {self.runs(trigger_id)}")
-
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "deployments.cli", *args],
-            env=self.env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    """`numerai-nodes up --sandbox`, run in-process with this stack's home and ports."""
-    root = tmp_path_factory.mktemp("round-day")
-    home = root / "home"
-    ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
-    settings_env = {
-        "NUMERAI_NODES_HOME": str(home),
-        "NUMERAI_NODES_START_TIMEOUT_SECONDS": "150",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        **{f"NUMERAI_NODES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-    }
-    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
-        database = None
-        if Postgres.available():
-            database = cleanup.enter_context(Postgres(root / "pg"))
-            settings_env["NUMERAI_NODES_DATABASE_URL"] = database.url
-        patch.chdir(PROJECT)
-        for name, value in settings_env.items():
-            patch.setenv(name, value)
-        for name in ("NUMERAI_NODES_TOKEN_TOURNAMENT", "NUMERAI_NODES_GATEWAY_PUBLIC_URL"):
-            patch.delenv(name, raising=False)
-        # Subprocesses (the CLI as users run it) get the same settings, and no keys or API URL.
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(
-                ("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API")
-            )
-        }
-        env["COLUMNS"] = "200"
-        local = LocalStack(StackSettings(_env_file=None), project_dir=PROJECT)
-        cleanup.callback(local.down)
-        started = runner.invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
-        assert started.exit_code == 0, started.output + _logs(local)
-        yield Stack(local, env, ports, home, database, started.output)
-
-
-def _logs(stack: LocalStack) -> str:
-    return "".join(f"\n--- {p.name}:\n{stack.log_tail(p.name, 30)}" for p in stack.status())
 
 
 def _text(result) -> str:
@@ -193,6 +99,17 @@ def test_the_local_deployments_the_pool_and_the_worker_exist(stack):
     assert [w["name"] for w in workers] == ["numerai-nodes-local"]
 
 
+def test_the_sandbox_stack_turns_the_fallback_schedules_off(stack):
+    """A sandbox round keeps its own clock: a fallback run at Numerai's hour would only add a
+    submission the rehearsal did not ask for."""
+    for deployment in stack.api("deployments/filter").json():
+        assert deployment["schedules"], deployment["name"]
+        assert not any(schedule["active"] for schedule in deployment["schedules"])
+    runs = stack.api("flow_runs/filter", {"limit": 200}).json()
+    assert [run["name"] for run in runs if run["auto_scheduled"]] == []
+    assert "Fallback schedules are off while the sandbox runs" in " ".join(stack.up_output.split())
+
+
 def test_the_sandbox_calls_the_gateway_with_a_valid_token(stack):
     webhook = stack.webhook
     gateway = stack.url("gateway").rstrip("/")
@@ -213,7 +130,7 @@ def test_up_again_says_the_stack_is_up(stack):
     assert [(p.name, p.pid) for p in stack.stack.status()] == before
 
 
-def test_status_tails_the_logs(stack):
+def test_status_tails_thelogs(stack):
     result = runner.invoke(app, ["status", "--logs", "5"])
     assert result.exit_code == 0, result.output
     assert "worker.log" in result.output
@@ -313,20 +230,19 @@ def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
 
 
 def _stop_worker(pid: int) -> None:
-    """SIGINT, as `down` sends; then SIGKILL to the worker and its flow-run processes, as `down`
-    escalates. A process worker waits for its flow-run processes to exit, and on a loaded machine
-    one has outlived its Completed state by over a minute (seen twice in CI, right after a Signals
-    run): the test is about what node test and doctor say, not about that wait."""
-    import psutil
-
-    worker = psutil.Process(pid)
-    worker.send_signal(signal.SIGINT)
+    """SIGINT to the worker's process group (its supervisor, the worker and its flow runs), as
+    `down` sends; then SIGKILL to them all, as `down` escalates. A process worker waits for its
+    flow-run processes to exit, and on a loaded machine one has outlived its Completed state by
+    over a minute (seen twice in CI, right after a Signals run): the test is about what node test
+    and doctor say, not about that wait."""
+    supervisor = psutil.Process(pid)
+    os.killpg(pid, signal.SIGINT)
     try:
-        worker.wait(30)
+        supervisor.wait(30)
         return
     except psutil.TimeoutExpired:
         pass
-    tree = [worker, *worker.children(recursive=True)]
+    tree = [supervisor, *supervisor.children(recursive=True)]
     for process in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()

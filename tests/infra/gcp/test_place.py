@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from deployments.cli.infra_gcp import app
+from deployments.recovery import HEARTBEAT_ENV
 from flows.errors import NodeError
 from infra.cloud import (
     KeysMissing,
@@ -326,7 +327,10 @@ def test_template_takes_everything_from_the_outputs():
     assert defaults["image"] == f"{OUTPUTS['repository_url']}/numerai-nodes:v3"
     assert defaults["service_account_name"] == OUTPUTS["service_account_email"]
     assert defaults["credentials"] == {"project": "numerai-test"}
-    assert defaults["env"] == {RESULT_STORAGE_ENV: "gcs-bucket/numerai-nodes-results"}
+    assert defaults["env"] == {
+        RESULT_STORAGE_ENV: "gcs-bucket/numerai-nodes-results",
+        HEARTBEAT_ENV: "30",  # so a run whose container died is marked crashed, then rerun
+    }
 
 
 def test_template_reads_keys_from_secret_manager_only(monkeypatch):

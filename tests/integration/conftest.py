@@ -1,0 +1,61 @@
+"""Integration fixtures: one local stack (`numerai-nodes up --sandbox`) for the modules using it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from deployments.cli import app
+from infra.local.stack import LocalStack, StackSettings
+from tests.integration.local_stack import PROJECT, Stack, logs
+from tests.integration.postgres import Postgres
+from tests.integration.servers import free_port
+
+# A run silent this long is marked crashed: above the 30 s heartbeat with room for a busy machine,
+# and short enough for a test to wait for.
+SILENCE_SECONDS = 45
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    """`numerai-nodes up --sandbox`, run in-process with this stack's home and ports."""
+    root = tmp_path_factory.mktemp("round-day")
+    home = root / "home"
+    ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
+    settings_env = {
+        "NUMERAI_NODES_HOME": str(home),
+        "NUMERAI_NODES_START_TIMEOUT_SECONDS": "150",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "NUMERAI_NODES_SILENCE_SECONDS": str(SILENCE_SECONDS),
+        "NUMERAI_NODES_RESTART_DELAY_SECONDS": "10",
+        **{f"NUMERAI_NODES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
+        database = None
+        if Postgres.available():
+            database = cleanup.enter_context(Postgres(root / "pg"))
+            settings_env["NUMERAI_NODES_DATABASE_URL"] = database.url
+        patch.chdir(PROJECT)
+        for name, value in settings_env.items():
+            patch.setenv(name, value)
+        for name in ("NUMERAI_NODES_TOKEN_TOURNAMENT", "NUMERAI_NODES_GATEWAY_PUBLIC_URL"):
+            patch.delenv(name, raising=False)
+        # Subprocesses (the CLI as users run it) get the same settings, and no keys or API URL.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(
+                ("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API")
+            )
+        }
+        env["COLUMNS"] = "200"
+        local = LocalStack(StackSettings(_env_file=None), project_dir=PROJECT)
+        cleanup.callback(local.down)
+        started = CliRunner().invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
+        assert started.exit_code == 0, started.output + logs(local)
+        yield Stack(local, env, ports, home, database, started.output)
