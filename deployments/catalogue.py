@@ -13,6 +13,9 @@ from flows.errors import ConfigurationError
 from flows.tournaments import Tournament
 
 CATALOGUE = Path("prefect.yaml")
+# Nodes on the clouds, in files of their own: `prefect deploy --all` of prefect.yaml then works
+# where no cloud pool exists yet. Each is deployed with `--prefect-file`.
+CLOUD_CATALOGUES = (Path("prefect.aws.yaml"), Path("prefect.gcp.yaml"))
 
 
 class CatalogueError(ConfigurationError):
@@ -32,22 +35,49 @@ class Node:
     tournament: Tournament
     has_trigger: bool
     parameters: dict = field(default_factory=dict, repr=False)
+    prefect_file: str = CATALOGUE.name
 
     @property
     def full_name(self) -> str:
         """`flow-name/deployment-name`, as Prefect names deployments."""
         return f"{self.flow_name}/{self.deployment}"
 
+    @property
+    def deploy_command(self) -> str:
+        """The command that deploys this node, from the project directory."""
+        file = "" if self.prefect_file == CATALOGUE.name else f" --prefect-file {self.prefect_file}"
+        return f"prefect --no-prompt deploy{file} -n {self.full_name}"
+
 
 def load_nodes(path: Path = CATALOGUE) -> list[Node]:
-    """Every deployment of prefect.yaml that declares a node."""
+    """Every node the catalogue declares: prefect.yaml's, and those of the cloud files beside it.
+
+    A node's name is unique across the files.
+    """
     if not path.exists():
         raise CatalogueError(
             f"No {path} here. Run numerai-nodes from the project directory, which holds the "
             "node catalogue prefect.yaml."
         )
+    nodes = _read(path)
+    for cloud in CLOUD_CATALOGUES:
+        beside = path.parent / cloud.name
+        if beside.exists():
+            nodes += _read(beside)
+    seen: dict[str, str] = {}
+    for node in nodes:
+        if node.name in seen:
+            raise CatalogueError(
+                f"Node {node.name!r} is declared twice ({seen[node.name]} and "
+                f"{node.prefect_file}); a node's name must be unique."
+            )
+        seen[node.name] = node.prefect_file
+    return nodes
+
+
+def _read(path: Path) -> list[Node]:
     document = yaml.safe_load(path.read_text()) or {}
-    nodes = [_node(entry) for entry in document.get("deployments") or []]
+    nodes = [_node(entry, path.name) for entry in document.get("deployments") or []]
     return [node for node in nodes if node is not None]
 
 
@@ -63,10 +93,10 @@ def find_node(name: str, path: Path = CATALOGUE) -> Node:
         if node.name == name:
             return node
     known = ", ".join(node.name for node in nodes) or "none"
-    raise CatalogueError(f"prefect.yaml has no node '{name}' (nodes: {known}).")
+    raise CatalogueError(f"The catalogue has no node '{name}' (nodes: {known}).")
 
 
-def _node(entry: dict) -> Node | None:
+def _node(entry: dict, prefect_file: str) -> Node | None:
     settings = (entry.get("parameters") or {}).get("node")
     if not isinstance(settings, dict):
         return None
@@ -76,7 +106,7 @@ def _node(entry: dict) -> Node | None:
     if flow is None:
         known = ", ".join(NODE_FLOWS)
         raise CatalogueError(
-            f"Deployment {entry.get('name')!r} of prefect.yaml declares a node with entrypoint "
+            f"Deployment {entry.get('name')!r} of {prefect_file} declares a node with entrypoint "
             f"{entrypoint!r}, which is not a node flow. Node flows: {known}."
         )
     triggers = entry.get("triggers") or []
@@ -90,6 +120,7 @@ def _node(entry: dict) -> Node | None:
         tournament=flow.tournament,
         has_trigger=any(_is_node_trigger(trigger, name) for trigger in triggers),
         parameters=entry.get("parameters") or {},
+        prefect_file=prefect_file,
     )
 
 

@@ -93,7 +93,7 @@ def _not_set_up(node: Node, places: PlaceChecks | None) -> Check:
         f"node {node.name}",
         "warn",
         f"not set up on this server (no work pool '{node.work_pool}', not deployed); not checked",
-        f"To use it: {command}, then `prefect --no-prompt deploy -n {node.full_name}`.",
+        f"To use it: {command}, then `{node.deploy_command}`.",
     )
 
 
@@ -116,7 +116,7 @@ def _prefect_api(api_url: str | None) -> tuple[Check, bool]:
             Check(
                 "prefect api",
                 "fail",
-                "PREFECT_API_URL is not set, so flows run on a temporary server.",
+                "no Prefect server: the local stack is not running and PREFECT_API_URL is not set",
                 "Start the local stack (`numerai-nodes up`) or set PREFECT_API_URL "
                 "(`prefect cloud login` for Prefect Cloud).",
             ),
@@ -204,7 +204,7 @@ def _deployments(client: SyncPrefectClient, nodes: list[Node]) -> list[Check]:
                     name,
                     "fail",
                     f"{node.full_name} is not deployed",
-                    f"Deploy it: `prefect --no-prompt deploy -n {node.full_name}`.",
+                    f"Deploy it: `{node.deploy_command}`.",
                 )
             )
             continue

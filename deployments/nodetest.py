@@ -127,7 +127,7 @@ def run_node_test(
 def _not_deployed(node: Node) -> str:
     return (
         f"{node.full_name} is not deployed on this Prefect API. Deploy it with "
-        f"`prefect --no-prompt deploy -n {node.full_name}` (or `numerai-nodes up` for the local "
+        f"`{node.deploy_command}` (or `numerai-nodes up` for the local "
         "stack)."
     )
 

@@ -8,6 +8,8 @@ in the project where imports are deferred for speed.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from deployments.cli import doctor, infra, node, recovery, round_day, run, stack, webhook
@@ -19,7 +21,30 @@ app = typer.Typer(
     help="Run Numerai models as Prefect deployments: prediction nodes that submit every round.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"numerai-nodes {version('numerai-nodes')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run Numerai models as Prefect deployments: prediction nodes that submit every round."""
+
+
 app.add_typer(run.app, name="run")
 app.command("up")(stack.up)
 app.command("down")(stack.down)

@@ -48,7 +48,7 @@ def test(
         else:
             console.print(f"    [dim]log[/]   {event.text}", highlight=False, markup=False)
 
-    with local_stack_defaults():
+    with local_stack_defaults(require_api=True):
         result = run_node_test(
             found,
             Timeouts(create=create_timeout, start=start_timeout, finish=timeout),

@@ -27,11 +27,31 @@ class NodesGroup(TyperGroup):
     """The root command group: an expected failure (a NodeError, from any room) is shown as its
     message on stderr with exit code 1; anything else is a bug and keeps its traceback."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _hide_flag_types(self)
+
+    def get_params(self, ctx: Context) -> list[Any]:
+        params = super().get_params(ctx)  # typer adds its completion options here
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except NodeError as exc:
             raise fail(escape(str(exc))) from None
+
+
+def _hide_flag_types(command: Any) -> None:
+    """Typer shows every option's type in help; for an on/off flag `<bool>` says nothing."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for child in getattr(command, "commands", {}).values():
+        _hide_flag_types(child)
 
 
 class ConsoleReporter:

@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from deployments.cli.output import console, err_console, fail
+from flows.tournaments import Tournament
 
 
 def round_command(
@@ -72,7 +73,10 @@ def round_command(
         assert sandbox_url is not None, "the local stack has no sandbox"
         with prefect_api(info.prefect_api_url):
             rounds = {t: open_round(sandbox_url, t) for t in sorted({n.tournament for n in nodes})}
-            err_console.print(f"Round opened: {rounds}. Numerai's webhooks are on their way.")
+            opened = ", ".join(
+                f"{Tournament(t).label.capitalize()} round {number}" for t, number in rounds.items()
+            )
+            err_console.print(f"Opened {opened}. Numerai's webhooks are on their way.")
             with Live(_table([]), console=err_console, transient=True) as live:
                 rows = follow_round(
                     sandbox_url, nodes, rounds, timeout, lambda rows: live.update(_table(rows))

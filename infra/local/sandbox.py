@@ -34,9 +34,8 @@ class SandboxProcess:
         return sandbox_env(self.ready)
 
     def model_names(self, tournament: Tournament) -> list[str]:
-        """The sandbox's models in a tournament (a model of unknown tournament is Classic)."""
-        tournaments = self.ready.model_tournaments
-        return [m for m in self.ready.models if tournaments.get(m, CLASSIC) == tournament]
+        """The sandbox's models in a tournament."""
+        return model_names(self.ready, tournament)
 
     def stop(self, timeout: float = 10) -> None:
         if self.process.poll() is None:
@@ -46,6 +45,12 @@ class SandboxProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def model_names(ready: SandboxReady, tournament: Tournament) -> list[str]:
+    """A sandbox's models in a tournament (a model of unknown tournament is Classic)."""
+    tournaments = ready.model_tournaments
+    return [m for m in ready.models if tournaments.get(m, CLASSIC) == tournament]
 
 
 def sandbox_env(ready: SandboxReady) -> dict[str, str]:
@@ -59,15 +64,20 @@ def start_sandbox(
     seed: int = 0,
     timeout: float = 900,
     reporter: Reporter | None = None,
+    port: int = 0,
 ) -> SandboxProcess:
-    """Start `python -m sandbox serve` and wait until it is listening (data generation included)."""
+    """Start `python -m sandbox serve` and wait until it is listening (data generation included).
+
+    `port` 0 takes a free one. A node's data cache and model cache are keyed by the API's
+    address, so a sandbox that is started again on the same port finds what the last one left.
+    """
     reporter = reporter or SilentReporter()
     root.mkdir(parents=True, exist_ok=True)
     ready_file = Path(tempfile.mkdtemp(prefix="numerai-nodes-")) / READY_FILE
     log_path = root / "sandbox.log"
     command = [
         sys.executable, "-m", "sandbox", "serve",
-        "--port", "0", "--root", str(root), "--size", size, "--seed", str(seed),
+        "--port", str(port), "--root", str(root), "--size", size, "--seed", str(seed),
         "--ready-file", str(ready_file),
     ]  # fmt: skip
     with log_path.open("ab") as log:

@@ -1,4 +1,5 @@
-"""prefect.yaml: cloud nodes build an amd64 image sized by preset; the local stack skips them."""
+"""The catalogue: prefect.yaml's local nodes, and the cloud nodes of prefect.aws.yaml and
+prefect.gcp.yaml, which build an amd64 image sized by preset."""
 
 from __future__ import annotations
 
@@ -15,14 +16,26 @@ CATALOGUE = ROOT / "prefect.yaml"
 _POOL_TYPES = {"ecs": "ecs", "cloud-run": "cloud-run-v2"}
 
 
+FILES = {
+    "local": CATALOGUE,
+    "ecs": ROOT / "prefect.aws.yaml",
+    "cloud-run": ROOT / "prefect.gcp.yaml",
+}
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
 @pytest.fixture(scope="module")
 def document() -> dict:
-    return yaml.safe_load(CATALOGUE.read_text())
+    """Every catalogue file's deployments, as one document."""
+    return {"deployments": [d for path in FILES.values() for d in _load(path)["deployments"]]}
 
 
-@pytest.mark.parametrize("pool_type", ["ecs", "cloud-run-v2"])
-def test_size_anchors_match_the_presets(document, pool_type):
-    sizes = document["definitions"]["sizes"][pool_type]
+@pytest.mark.parametrize(("pool", "pool_type"), [("ecs", "ecs"), ("cloud-run", "cloud-run-v2")])
+def test_size_anchors_match_the_presets(pool, pool_type):
+    sizes = _load(FILES[pool])["definitions"]["sizes"][pool_type]
     assert sorted(sizes) == sorted(preset_names())
     for preset in preset_names():
         assert sizes[preset] == job_variables(preset, pool_type), preset
@@ -46,10 +59,37 @@ def test_cloud_nodes_build_for_amd64_push_and_size_from_a_preset(document):
         assert sizing in [job_variables(p, pool_type) for p in preset_names()]
 
 
-def test_local_nodes_build_nothing(document):
-    for entry in document["deployments"]:
-        if entry["work_pool"]["name"] == "local":
-            assert "build" not in entry and "push" not in entry
+def test_each_file_holds_the_nodes_of_one_place_and_prefect_yaml_builds_nothing():
+    for pool, path in FILES.items():
+        entries = _load(path)["deployments"]
+        assert entries and {entry["work_pool"]["name"] for entry in entries} == {pool}, path
+    for entry in _load(CATALOGUE)["deployments"]:
+        assert "build" not in entry and "push" not in entry
+
+
+def test_cloud_nodes_name_their_file_in_the_deploy_command_and_models_are_not_shared():
+    nodes = {node.name: node for node in load_nodes(CATALOGUE)}
+    assert nodes["tournament"].deploy_command == (
+        "prefect --no-prompt deploy -n tournament-node/tournament"
+    )
+    assert nodes["tournament-aws"].deploy_command == (
+        "prefect --no-prompt deploy --prefect-file prefect.aws.yaml "
+        "-n tournament-node/tournament-aws"
+    )
+    by_tournament = [(node.tournament, node.numerai_model) for node in nodes.values()]
+    assert len(set(by_tournament)) == len(by_tournament), "two nodes would share one webhook"
+
+
+def test_a_node_declared_in_two_files_is_refused(tmp_path):
+    from deployments.catalogue import CatalogueError
+
+    for name in ("prefect.yaml", "prefect.aws.yaml"):
+        (tmp_path / name).write_text(
+            "deployments:\n  - name: twice\n    entrypoint: flows/tournament.py:tournament_node\n"
+            "    parameters: {node: {name: twice}}\n"
+        )
+    with pytest.raises(CatalogueError, match=r"'twice' is declared twice"):
+        load_nodes(tmp_path / "prefect.yaml")
 
 
 def test_the_local_stack_takes_only_local_nodes():

@@ -96,7 +96,8 @@ def test_dockerignore_excludes_local_state(tmp_path):
 def test_build_context_holds_the_code_and_no_keys():
     context = build_context()
     relative = {path.relative_to(ROOT).as_posix() for path in context}
-    assert {"pyproject.toml", "uv.lock", "prefect.yaml", "flows/tournament.py"} <= relative
+    assert {"pyproject.toml", "uv.lock", "prefect.yaml", "prefect.aws.yaml"} <= relative
+    assert "flows/tournament.py" in relative
     assert not any(name.startswith((".venv/", ".git/", "tests/")) for name in relative)
     for path in context:
         try:
@@ -106,8 +107,9 @@ def test_build_context_holds_the_code_and_no_keys():
         assert not _leaks(text), f"{path.relative_to(ROOT)}: {_leaks(text)}"
 
 
-def test_prefect_yaml_holds_no_keys():
-    assert not _leaks((ROOT / "prefect.yaml").read_text())
+@pytest.mark.parametrize("file", ["prefect.yaml", "prefect.aws.yaml", "prefect.gcp.yaml"])
+def test_the_catalogue_holds_no_keys(file):
+    assert not _leaks((ROOT / file).read_text())
 
 
 def test_cloudformation_parameters_hold_no_keys():
@@ -177,7 +179,8 @@ _SECRET_KEY = "fake-secret-key-for-the-scan"
 def _cloud_job_variables(pool: str) -> dict:
     import yaml
 
-    document = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    file = {"ecs": "prefect.aws.yaml", "cloud-run": "prefect.gcp.yaml"}[pool]
+    document = yaml.safe_load((ROOT / file).read_text())
     (entry,) = [d for d in document["deployments"] if d["work_pool"]["name"] == pool]
     variables = dict(entry["work_pool"]["job_variables"])
     variables["image"] = "registry.example/numerai-nodes:latest"  # the build step's output

@@ -109,7 +109,7 @@ class Cloud:
 
 
 def _node_parameters() -> dict[str, Any]:
-    catalogue = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    catalogue = yaml.safe_load((PROJECT / "prefect.yaml").read_text())  # the local node's spec
     node = next(d for d in catalogue["deployments"] if d["name"] == "tournament")
     return node["parameters"]
 

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,10 +22,12 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
+from deployments.catalogue import load_nodes, nodes_on_pool
 from deployments.cli import app
 from deployments.gateway import GatewaySettings, create_app
 from flows.numerai import NumeraiClient
-from tests.integration.local_stack import MODEL, Stack
+from infra.local.prefect_setup import pause_schedules
+from tests.integration.local_stack import MODEL, PROJECT, Stack
 from tests.integration.servers import TcpProxy, UvicornThread
 
 pytestmark = pytest.mark.integration
@@ -295,6 +299,21 @@ def test_with_the_worker_stopped_node_test_and_doctor_say_so(stack):
     result = stack.cli("doctor", "--json")
     assert result.returncode == 1
     assert "has no live worker" in result.stdout
+
+
+def test_prefect_deploy_all_works_on_a_fresh_local_stack(stack):
+    """The Prefect-native command deploys the catalogue's local nodes; cloud nodes live in files
+    of their own, so no missing pool or Docker stops it."""
+    env = {**stack.env, "PREFECT_API_URL": stack.stack.prefect_api_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    # Deploying turns the fallback schedules on again: off, as the sandbox stack keeps them.
+    pause_schedules(stack.stack.prefect_api_url, nodes_on_pool(load_nodes(), "local"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    names = sorted(d["name"] for d in stack.api("deployments/filter").json())
+    assert names == ["signals", "tournament"]
 
 
 def test_doctor_reports_a_missing_deployment(stack):

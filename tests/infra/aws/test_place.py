@@ -165,7 +165,7 @@ def test_numerai_nodes_doctor_runs_the_aws_checks_for_the_ecs_node(aws, monkeypa
     monkeypatch.setenv("NUMERAI_NODES_AWS_STACK_NAME", STACK)
     monkeypatch.setenv("NUMERAI_NODES_AWS_POOL_NAME", POOL)
     monkeypatch.setenv("NUMERAI_API_URL", "http://127.0.0.1:9")  # never the real Numerai
-    node = find_node("tournament-aws", ROOT / "prefect.yaml")
+    node = find_node("tournament-aws", ROOT / "prefect.yaml")  # declared in prefect.aws.yaml
     found = diagnose([replace(node, work_pool=POOL)], None, explicit=True, places=place_checks)
     checks = {c.name: c for c in found}
     # No worker serves the pool in this test; the stack behind it is sound.
