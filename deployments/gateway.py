@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from deployments.gateway_settings import (
     prefect_headers,
 )
 from deployments.outbox import Outbox, OutboxUnavailable
+from flows.errors import NodeError
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -204,8 +206,26 @@ async def _prefect_reachable(client: httpx.AsyncClient, settings: GatewaySetting
 def serve(settings: GatewaySettings) -> None:
     """Run the gateway with uvicorn until interrupted. The access log is off: URLs hold tokens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger(__name__).info(
+        "Serving the webhooks of %s on http://%s:%d/hooks/<node>/<token>, for Prefect at %s",
+        ", ".join(sorted(settings.tokens)),
+        settings.host,
+        settings.port,
+        settings.prefect_api_url,
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False)
 
 
+def main() -> int:
+    """`python -m deployments.gateway`: serve, or say in one line why it cannot."""
+    try:
+        settings = load_gateway_settings()
+    except NodeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
 if __name__ == "__main__":
-    serve(load_gateway_settings())
+    sys.exit(main())

@@ -11,12 +11,18 @@ import prefect.settings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployments.catalogue import CATALOGUE, load_nodes
 from deployments.events import check_node_name
-from deployments.tokens import require_token
+from deployments.tokens import load_token, require_token
+from flows.errors import ConfigurationError
 from flows.settings import HomeSettings
 
 MIN_TOKEN_LENGTH = 16
 FALLBACK_PREFECT_API_URL = "http://127.0.0.1:4200/api"
+
+
+class GatewayNotConfigured(ConfigurationError):
+    """The gateway was started with no node to serve."""
 
 
 def _prefect_setting(name: str) -> Any:
@@ -59,11 +65,14 @@ class GatewaySettings(BaseSettings):
         "Prefect's PREFECT_API_AUTH_STRING.",
     )
     host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
-    port: int = Field(8080, ge=0, le=65535, description="Port uvicorn binds to.")
+    port: int = Field(
+        8787, ge=0, le=65535, description="Port uvicorn binds to (the local stack's default)."
+    )
     nodes: list[str] = Field(
         default_factory=list,
         description="Nodes whose tokens `load_gateway_settings` reads from the environment "
-        "or their Prefect Secret blocks.",
+        "or their Prefect Secret blocks (each must have one). Unset: every node of the "
+        "catalogue (prefect*.yaml in the working directory) that has a token.",
     )
     tokens: dict[str, SecretStr] = Field(
         default_factory=dict, description="Node name to webhook token. Only these nodes answer."
@@ -146,7 +155,31 @@ def load_gateway_settings(nodes: Iterable[str] = ()) -> GatewaySettings:
     for node in [*settings.nodes, *nodes]:
         if node not in tokens:
             tokens[node] = require_token(node)
+    if not tokens:
+        tokens = _catalogue_tokens()
     return settings.model_copy(update={"tokens": _check_tokens(tokens)})
+
+
+def _catalogue_tokens() -> dict[str, SecretStr]:
+    """The tokens of the catalogue's webhook-triggered nodes that have one."""
+    if not CATALOGUE.exists():
+        raise GatewayNotConfigured(
+            f"The gateway has no node to serve: no {CATALOGUE} in this directory and "
+            "NUMERAI_NODES_GATEWAY_NODES is not set. Start it from the project directory, or name "
+            "the nodes (NUMERAI_NODES_GATEWAY_NODES='[\"tournament\"]')."
+        )
+    found = {}
+    for node in load_nodes():
+        token = load_token(node.name) if node.has_trigger else None
+        if token is not None:
+            found[node.name] = token
+    if not found:
+        raise GatewayNotConfigured(
+            "The gateway has no node to serve: no node of the catalogue has a webhook token. "
+            "Create one with `numerai-nodes webhook token NODE` (or set "
+            "NUMERAI_NODES_TOKEN_<NODE>)."
+        )
+    return found
 
 
 def prefect_headers(settings: GatewaySettings) -> dict[str, str]:
