@@ -48,7 +48,9 @@ def default_outbox_path() -> Path:
 class GatewaySettings(BaseSettings):
     """The gateway's settings, read from `NUMERAI_NODES_GATEWAY_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="NUMERAI_NODES_GATEWAY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="NUMERAI_NODES_GATEWAY_", env_file=".env", extra="ignore"
+    )
 
     prefect_api_url: str = Field(
         default_factory=_default_prefect_api_url,
