@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from sandbox.runner import Sandbox
+from tests.integration.servers import free_port
 
 
 def _cli(args: list[str], env: dict[str, str], cwd) -> subprocess.CompletedProcess:
@@ -43,16 +44,26 @@ def sandbox(tmp_path):
         yield running
 
 
-def test_run_with_sandbox_starts_one_submits_and_prints_the_result(env, tmp_path):
-    result = _cli(
-        ["run", "tournament", "--sandbox", "--sandbox-size", "tiny", "-p", "n_estimators=10",
-         "--trigger-id", "cli-trigger", "--json"],
-        env, tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    printed = json.loads(result.stdout[result.stdout.index("{") :])
-    assert printed["status"] == "submitted" and printed["trigger_id"] == "cli-trigger"
-    assert printed["model_name"] == "sandbox_model" and printed["submission_id"]
+def test_run_with_sandbox_submits_and_a_second_run_reuses_the_data_and_the_model(env, tmp_path):
+    env["NUMERAI_NODES_SANDBOX_PORT"] = str(free_port())  # the sandbox's address keys the caches
+    runs = []
+    for trigger in ("cli-trigger", "cli-trigger-2"):
+        result = _cli(
+            ["run", "tournament", "--sandbox", "--sandbox-size", "tiny", "-p", "n_estimators=10",
+             "--no-score", "--trigger-id", trigger, "--json"],
+            env, tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(result)
+    for result, trigger in zip(runs, ("cli-trigger", "cli-trigger-2"), strict=True):
+        printed = json.loads(result.stdout[result.stdout.index("{") :])
+        assert printed["status"] == "submitted" and printed["trigger_id"] == trigger
+        assert printed["model_name"] == "sandbox_model" and printed["submission_id"]
+    first, second = (result.stdout + result.stderr for result in runs)
+    assert "Training models.tournament" in first and "Downloaded v5.2/train.parquet" in first
+    assert "Training models.tournament" not in second, "the second run trained again"
+    assert "Downloaded v5.2/train.parquet" not in second
+    assert "Downloaded v5.2/features.json" not in second
 
 
 def test_without_keys_predictions_are_written_and_not_uploaded(env, sandbox, tmp_path):
