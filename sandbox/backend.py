@@ -44,6 +44,11 @@ class Backend:
             )
         return found
 
+    def data_version(self, tournament: int) -> str | None:
+        """The data version a tournament serves now (what its webhook says); None if none."""
+        catalog = self.catalogs.get(tournament)
+        return catalog.version if catalog is not None else None
+
     def datasets(self, tournament: int, round_number: int | None) -> list[str]:
         rnd = self.resolve_round(tournament, round_number)
         return self.catalog(tournament).files(rnd.number)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +15,11 @@ from sandbox.errors import SandboxConfigError
 @runtime_checkable
 class DatasetCatalog(Protocol):
     """The files of one tournament. Names are numerapi's (`v5.2/live.parquet`)."""
+
+    @property
+    def version(self) -> str:
+        """The data version served now (the newest, when several are): `v5.2`."""
+        ...
 
     def files(self, round_number: int) -> list[str]:
         """Dataset names listed for a round."""
@@ -29,6 +36,16 @@ class DatasetCatalog(Protocol):
     def prepare(self, round_number: int) -> None:
         """Make the round's files ready, before the round opens."""
         ...
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key of a version name by its numbers: v5.9 < v5.10, signals/v1.0 < signals/v2.0."""
+    return tuple(int(n) for n in re.findall(r"\d+", version))
+
+
+def newest_version(versions: Iterable[str]) -> str | None:
+    """The newest of some version names, compared as versions (not as text); None if none."""
+    return max(versions, key=lambda v: (version_key(v), v), default=None)
 
 
 def read_ids(path: Path) -> list[str]:
@@ -65,14 +82,20 @@ class DirectoryCatalog:
             return None
         return self.data_dir / filename
 
-    def live_file(self) -> Path:
-        """The newest version's live.parquet (versions sort by name: v5.0 < v5.2)."""
-        candidates = sorted(self.data_dir.glob("*/live.parquet")) or sorted(
-            self.data_dir.glob("live.parquet")
-        )
-        if not candidates:
+    @property
+    def version(self) -> str:
+        """The newest version directory with a live.parquet (v5.10 is newer than v5.9)."""
+        versions = [p.parent.name for p in self.data_dir.glob("*/live.parquet")]
+        newest = newest_version(versions)
+        if newest is None:
+            if (self.data_dir / "live.parquet").is_file():
+                return ""  # files at the top level: no version prefix
             raise SandboxConfigError(f"no live.parquet under {self.data_dir}")
-        return candidates[-1]
+        return newest
+
+    def live_file(self) -> Path:
+        """The newest version's live.parquet."""
+        return self.data_dir / self.version / "live.parquet"
 
     def live_ids(self, round_number: int) -> list[str]:
         if self._live_ids is None:

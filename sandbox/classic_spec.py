@@ -237,6 +237,17 @@ class ClassicSpec:
         p = self._params
         return p["w_base"] + 0.6 * p["w_drift"] * np.sin(2 * np.pi * era / 80.0)
 
+    def model_weights(self, target: int = 0) -> np.ndarray:
+        """The weights, over `signal_features`, that a model of one target learns (target 0 is
+        `target`, 1 the next auxiliary pair...): the base weights, without the drift."""
+        p = self._params
+        return p["w_base"] + p["aux_delta"][target]
+
+    @property
+    def aux_names(self) -> list[str]:
+        """The auxiliary target names this dataset has (`cyrus`, ...); the first is `target`'s."""
+        return list(AUX_TARGET_NAMES[: len(self._params["aux_delta"])])
+
     def feature_sets(self) -> dict[str, list[str]]:
         """`small` ⊂ `medium` ⊂ `all`, plus one set per latent-factor group like Numerai's."""
         p, names = self._params, self.features

@@ -21,7 +21,7 @@ from sandbox.classic_data import SyntheticClassic
 from sandbox.classic_spec import DATA_VERSION
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY
 from sandbox.server import create_app
-from sandbox.signals_data import SIGNALS_VERSION, SyntheticSignals
+from sandbox.signals_data import SyntheticSignals
 from sandbox.sizes import size_preset
 from sandbox.state import FIRST_ROUND, Clock, Faults, SandboxState, SubmissionRecord, utc_now
 from sandbox.webhooks import WebhookDelivery
@@ -36,8 +36,9 @@ _STOP_TIMEOUT_S = 10.0
 class Sandbox:
     """A running local Numerai. Use as a context manager, or call `start()` and `stop()`.
 
-    It serves Classic and Signals datasets, and under `yahoo_url` a fake of Yahoo Finance with
-    the daily prices the Signals targets were made from.
+    It serves Classic and Signals datasets (synthetic Classic data as `data_version`, or the
+    real files of `data_dir`), and under `yahoo_url` a fake of Yahoo Finance with the daily
+    prices the Signals targets were made from.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class Sandbox:
         *,
         size: str = "tiny",
         seed: int = 0,
+        data_version: str = DATA_VERSION,
         data_dir: Path | None = None,
         public_id: str = DEFAULT_PUBLIC_ID,
         secret_key: str = DEFAULT_SECRET_KEY,
@@ -67,7 +69,7 @@ class Sandbox:
         classic: DatasetCatalog = (
             DirectoryCatalog(data_dir)
             if data_dir is not None
-            else SyntheticClassic(self.root / "data", size=size, seed=seed, version=DATA_VERSION)
+            else SyntheticClassic(self.root / "data", size=size, seed=seed, version=data_version)
         )
         self.signals = SyntheticSignals(self.root / "data", size=size, seed=seed)
         yahoo = create_yahoo_app(self.signals.yahoo_symbols, seed)
@@ -83,7 +85,7 @@ class Sandbox:
         self.backend = Backend(
             self.state, {CLASSIC: classic, SIGNALS: self.signals, **(catalogs or {})}
         )
-        self.webhooks = WebhookDelivery({CLASSIC: DATA_VERSION, SIGNALS: SIGNALS_VERSION})
+        self.webhooks = WebhookDelivery(self.backend.data_version)
         self.state.webhook_sender = self.webhooks.send
         routes = [Mount(YAHOO_PATH, app=yahoo), *routes]
         self.app = create_app(self.backend, routes, self.webhooks)

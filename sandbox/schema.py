@@ -1,13 +1,10 @@
-"""The GraphQL subset of Numerai's tournament API that numerapi uses: SDL plus resolvers."""
+"""The GraphQL subset of Numerai's tournament API that clients use: resolvers and the schema."""
 
 from __future__ import annotations
 
 import os
-import uuid
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from graphql import (
     ExecutionResult,
@@ -19,182 +16,16 @@ from graphql import (
 )
 
 from flows.tournaments import CLASSIC, SIGNALS
-from sandbox.backend import Backend, first_effective_date
-from sandbox.errors import SandboxError
-from sandbox.state import ModelRecord, RoundRecord, SubmissionRecord, iso
-
-SDL = """
-enum RoundStatus { UPCOMING OPEN RESOLVING RESOLVED }
-
-type RoundScoreConfig {
-  id: ID
-  scoreConfigId: ID
-  roundNumberStart: Int
-  roundNumberEnd: Int
-  name: String
-  version: String
-  displayName: String
-  totalScoreDays: Int
-  returnsLagDays: Int
-  dataDelayDays: Int
-  universe: String
-  isCanonScore: Boolean
-  isPayout: Boolean
-  scoringStart: String
-  scoringEnd: String
-  minMultiplier: String
-  maxMultiplier: String
-  defaultMultiplier: String
-  clipThreshold: String
-  stakeThreshold: String
-  payoutFactor: String
-}
-
-type Round {
-  id: ID!
-  tournament: Int!
-  number: Int!
-  target: String
-  openTime: String!
-  closeStakingTime: String!
-  closeTime: String!
-  scoreTime: String
-  resolveTime: String
-  resolvedGeneral: Boolean!
-  resolvedStaking: Boolean!
-  payoutFactor: String
-  stakeThreshold: String
-  dataDatestamp: Int
-  roundScoreConfigs: [RoundScoreConfig!]!
-}
-
-type Submission {
-  id: ID!
-  filename: String
-  insertedAt: String
-  triggerId: String
-  selected: Boolean!
-  round: Round
-}
-
-type SignalsSubmission {
-  id: ID!
-  firstEffectiveDate: String
-}
-
-type V2Stake {
-  status: String
-  txHash: String
-}
-
-type Model {
-  id: String!
-  name: String!
-  tournament: Int!
-  submissions: [Submission!]!
-  v2Stake: V2Stake
-  submissionWebhook: String
-}
-
-type ApiToken {
-  name: String
-  public_id: String
-  scopes: [String]
-}
-
-type Account {
-  id: String!
-  username: String!
-  email: String
-  status: String
-  walletAddress: String
-  availableNmr: String
-  mfaEnabled: Boolean
-  insertedAt: String
-  models: [Model!]!
-  apiTokens: [ApiToken!]!
-}
-
-type UploadAuth {
-  filename: String!
-  url: String!
-}
-
-type Query {
-  listDatasets(round: Int, tournament: Int): [String!]!
-  dataset(filename: String!, round: Int, tournament: Int): String!
-  rounds(tournament: Int, number: Int, target: String, status: RoundStatus, limit: Int): [Round]!
-  account: Account!
-  model(modelId: String): Model
-  submissions(modelId: String): [Submission!]!
-  submission_upload_auth(filename: String!, tournament: Int, modelId: String): UploadAuth!
-  submissionUploadSignalsAuth(filename: String!, tournament: Int, modelId: String): UploadAuth!
-}
-
-type Mutation {
-  create_submission(
-    filename: String!
-    tournament: Int
-    modelId: String
-    triggerId: String
-    source: String
-    dataDatestamp: Int
-  ): Submission!
-  createSignalsSubmission(
-    filename: String!
-    modelId: String
-    triggerId: String
-    source: String
-    dataDatestamp: Int
-  ): SignalsSubmission!
-  setSubmissionWebhook(modelId: String!, newSubmissionWebhook: String): String!
-  triggerModelWebhook(modelId: String!, tournament: Int): String!
-}
-"""
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """What a resolver knows about the request: the backend, where it lives, the caller's key."""
-
-    backend: Backend
-    base_url: str
-    authorization: str | None
-
-    def authenticate(self) -> None:
-        self.backend.state.authenticate(self.authorization)
-
-    def url(self, path: str, **query: object) -> str:
-        params = {k: v for k, v in query.items() if v is not None}
-        suffix = f"?{urlencode(params)}" if params else ""
-        return f"{self.base_url.rstrip('/')}/{quote(path, safe='/')}{suffix}"
-
-
-def _ctx(info: GraphQLResolveInfo) -> RequestContext:
-    return info.context
+from sandbox.backend import first_effective_date
+from sandbox.context import RequestContext, round_json
+from sandbox.context import request_context as _ctx
+from sandbox.performance import resolve_round_model_performances, resolve_submission_scores
+from sandbox.profiles import resolve_account_profile, resolve_tournaments, resolve_user_profile
+from sandbox.sdl import SDL
+from sandbox.state import ModelRecord, SubmissionRecord, iso
 
 
 # --- serialisers ----------------------------------------------------------------------------
-def round_json(rnd: RoundRecord, now_resolved: bool = False) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"round/{rnd.tournament}/{rnd.number}")),
-        "tournament": rnd.tournament,
-        "number": rnd.number,
-        "target": None,
-        "openTime": iso(rnd.open_time),
-        "closeStakingTime": iso(rnd.close_staking_time),
-        "closeTime": iso(rnd.close_time),
-        "scoreTime": None,
-        "resolveTime": iso(rnd.resolve_time),
-        "resolvedGeneral": now_resolved,
-        "resolvedStaking": now_resolved,
-        "payoutFactor": None,
-        "stakeThreshold": None,
-        "dataDatestamp": int(rnd.open_time.strftime("%Y%m%d")),
-        "roundScoreConfigs": [],
-    }
-
-
 def _submission_json(ctx: RequestContext, record: SubmissionRecord) -> dict[str, Any]:
     rnd = ctx.backend.state.round(record.tournament, record.round)
     return {
@@ -298,9 +129,7 @@ def resolve_model(
 ) -> dict[str, Any] | None:
     ctx = _ctx(info)
     ctx.authenticate()
-    model = ctx.backend.state.model(modelId or "")
-    if model is None:
-        raise SandboxError(f"model {modelId} does not exist or is not yours")
+    model = ctx.owned_model(modelId)
     return _model_json(ctx, model)
 
 
@@ -309,8 +138,8 @@ def resolve_submissions(
 ) -> list[dict[str, Any]]:
     ctx = _ctx(info)
     ctx.authenticate()
-    if modelId is not None and ctx.backend.state.model(modelId) is None:
-        raise SandboxError(f"model {modelId} does not exist or is not yours")
+    if modelId is not None:
+        ctx.owned_model(modelId)
     return [_submission_json(ctx, s) for s in ctx.backend.state.submissions_for(modelId)]
 
 
@@ -393,9 +222,7 @@ def resolve_set_submission_webhook(
 ) -> str:
     ctx = _ctx(info)
     ctx.authenticate()
-    model = ctx.backend.state.model(modelId)
-    if model is None:
-        raise SandboxError(f"model {modelId} does not exist or is not yours")
+    model = ctx.owned_model(modelId)
     ctx.backend.state.set_webhook(model.id, newSubmissionWebhook)
     return "true"
 
@@ -405,9 +232,7 @@ def resolve_trigger_model_webhook(
 ) -> str:
     ctx = _ctx(info)
     ctx.authenticate()
-    model = ctx.backend.state.model(modelId)
-    if model is None:
-        raise SandboxError(f"model {modelId} does not exist or is not yours")
+    model = ctx.owned_model(modelId)
     return ctx.backend.state.fire_webhook(model.id)
 
 
@@ -421,6 +246,11 @@ _RESOLVERS = {
         "submissions": resolve_submissions,
         "submission_upload_auth": resolve_submission_upload_auth,
         "submissionUploadSignalsAuth": resolve_signals_upload_auth,
+        "tournaments": resolve_tournaments,
+        "accountProfile": resolve_account_profile,
+        "v3UserProfile": resolve_user_profile,
+        "v2RoundModelPerformances": resolve_round_model_performances,
+        "submissionScores": resolve_submission_scores,
     },
     "Mutation": {
         "create_submission": resolve_create_submission,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -65,6 +66,28 @@ def _window(body: dict[str, Any]) -> timedelta | None:
     return timedelta(seconds=raw)
 
 
+def _fields(query: str, operation_name: object) -> list[str]:
+    """The top-level fields a GraphQL request asks for (its operation's); none if it does not
+    parse (execution then answers the error)."""
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return []
+    operations = [
+        node
+        for node in document.definitions
+        if isinstance(node, OperationDefinitionNode)
+        and (operation_name is None or (node.name and node.name.value == operation_name))
+    ]
+    if not operations:
+        return []
+    return [
+        field.name.value
+        for field in operations[0].selection_set.selections
+        if isinstance(field, FieldNode)
+    ]
+
+
 class SandboxApp:
     """Request handlers bound to one backend."""
 
@@ -72,6 +95,7 @@ class SandboxApp:
         self.backend = backend
         self.webhooks = webhooks
         self.downloads: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
 
     @property
     def faults(self) -> Faults:
@@ -94,6 +118,7 @@ class SandboxApp:
             return _errors(f"the request body is not JSON: {exc}")
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             return _errors('send a JSON body {"query": "...", "variables": {...}}')
+        self.calls.update(_fields(body["query"], body.get("operationName")))
         if self.faults.graphql_error:
             return _errors(self.faults.graphql_error)
         ctx = RequestContext(
@@ -179,6 +204,10 @@ class SandboxApp:
         """How many times each dataset file was fetched (GET or HEAD), by file name."""
         return JSONResponse(dict(self.downloads))
 
+    async def admin_calls(self, request: Request) -> Response:
+        """How many GraphQL requests asked for each top-level field (e.g. `account`)."""
+        return JSONResponse(dict(self.calls))
+
     async def admin_webhooks(self, request: Request) -> Response:
         """Every webhook delivery: when it fired, how it was answered."""
         deliveries = self.webhooks.deliveries if self.webhooks else []
@@ -262,6 +291,7 @@ def create_app(
             Route("/_sandbox/chaos", handlers.admin_chaos, methods=["GET", "POST"]),
             Route("/_sandbox/webhooks", handlers.admin_webhooks, methods=["GET"]),
             Route("/_sandbox/downloads", handlers.admin_downloads, methods=["GET"]),
+            Route("/_sandbox/calls", handlers.admin_calls, methods=["GET"]),
             *routes,
         ]
     )

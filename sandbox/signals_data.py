@@ -14,6 +14,7 @@ import pandas as pd
 
 from sandbox.bins import FEATURE_EDGES, rank_bins, target_bins
 from sandbox.errors import SandboxConfigError
+from sandbox.examples import SIGNALS_DERIVED, SIGNALS_FILES, write_signals_derived
 from sandbox.sizes import size_preset
 from sandbox.state import FIRST_ROUND
 from sandbox.yahoo import FIRST_DAY, daily_prices, trading_days
@@ -269,9 +270,8 @@ class SyntheticSignals:
         return self.root / "rounds" / str(round_number) / self.version / "live.parquet"
 
     def files(self, round_number: int) -> list[str]:
-        """Dataset names as numerapi lists them."""
-        names = ["train.parquet", "validation.parquet", "live.parquet"]
-        return [f"{self.version}/{name}" for name in names]
+        """Dataset names as Numerai lists them: the data and the example predictions."""
+        return [f"{self.version}/{name}" for name in SIGNALS_FILES]
 
     def ensure_base(self) -> None:
         """Generate train and validation once."""
@@ -299,10 +299,19 @@ class SyntheticSignals:
     def path(self, filename: str, round_number: int) -> Path | None:
         if filename not in self.files(round_number):
             return None
-        if filename.endswith("/live.parquet"):
-            return self.ensure_live(round_number)
-        self.ensure_base()
-        return self.root / filename
+        name = filename.removeprefix(f"{self.version}/")
+        if name.startswith("live"):
+            directory = self.ensure_live(round_number).parent
+        else:
+            self.ensure_base()
+            directory = self.root / self.version
+        path = directory / name
+        if name in SIGNALS_DERIVED:
+            with self._lock:
+                if not path.exists():
+                    source = directory / SIGNALS_DERIVED[name]
+                    write_signals_derived(name, source, path, self.spec.seed)
+        return path
 
     def prepare(self, round_number: int) -> None:
         self.ensure_base()

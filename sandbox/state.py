@@ -28,8 +28,9 @@ def utc_now() -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, as Numerai's API writes datetimes."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC, whole seconds and a `Z`, as Numerai's API writes datetimes
+    (numerai-cli parses them with `%Y-%m-%dT%H:%M:%SZ`)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ManualClock:

@@ -1,4 +1,11 @@
-"""Checking uploaded prediction CSVs the way Numerai does, with messages that name the problem."""
+"""Checking uploaded prediction CSVs the way Numerai does, with messages that name the problem.
+
+The rules are those of numerai-tools' `validate_submission_numerai` and
+`validate_submission_signals`, which encode what Numerai accepts; tests/thirdparty compares
+the two case by case. In short: the columns are an id column then a prediction column, in that
+order; rows whose id is not live are ignored; every live id has exactly one prediction (Signals:
+at least SIGNALS_MIN_TICKERS); the live predictions are numbers in [0, 1], not all equal.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,20 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from sandbox.errors import SubmissionRejected
 
-SIGNALS_TICKER_COLUMNS = ("numerai_ticker", "bloomberg_ticker", "ticker")
-SIGNALS_VALUE_COLUMNS = ("signal", "prediction")
-SIGNALS_MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer valid tickers
+CLASSIC_ID_COLUMNS = ("id",)
+CLASSIC_PREDICTION_COLUMNS = ("prediction", "probability")
+SIGNALS_ID_COLUMNS = ("ticker", "sedol", "bloomberg_ticker", "composite_figi", "numerai_ticker")
+SIGNALS_PREDICTION_COLUMNS = ("prediction", "signal")
+SIGNALS_DATE_COLUMNS = ("friday_date", "date")
+# The ticker kinds the sandbox's live universe lists (a numerai_ticker is Bloomberg's ticker);
+# Numerai maps the other kinds through its ticker map, which the sandbox does not have.
+SIGNALS_UNIVERSE_COLUMNS = ("numerai_ticker", "bloomberg_ticker")
+SIGNALS_MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer live tickers
 _EXAMPLES = 3
 
 
@@ -28,84 +42,118 @@ def _examples(values: Sequence[object]) -> str:
 
 
 def read_csv(data: bytes) -> pd.DataFrame:
-    """Parse an uploaded CSV with every column as text, so ids stay exactly as written."""
+    """Parse an uploaded CSV with every column as text, so ids stay exactly as written (empty
+    and `NaN`-like cells are missing, as pandas reads them)."""
     if not data.strip():
         raise SubmissionRejected("the uploaded predictions file is empty")
     try:
-        return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        return pd.read_csv(io.BytesIO(data), dtype=str)
     except ValueError as exc:  # pandas: not CSV (ParserError, EmptyDataError) or not text
         raise SubmissionRejected(f"the uploaded predictions are not a readable CSV: {exc}") from exc
 
 
+def _check_headers(
+    frame: pd.DataFrame, id_columns: Sequence[str], prediction_columns: Sequence[str], what: str
+) -> tuple[str, str]:
+    columns = [str(c) for c in frame.columns]
+    if len(columns) != 2 or columns[0] not in id_columns or columns[1] not in prediction_columns:
+        raise SubmissionRejected(
+            f"{what} predictions need two columns, in this order: an id column "
+            f"({', '.join(id_columns)}) then a prediction column "
+            f"({', '.join(prediction_columns)}); got {columns}"
+        )
+    return columns[0], columns[1]
+
+
+def _live_rows(
+    frame: pd.DataFrame, id_column: str, live: set[str] | None, what: str
+) -> pd.DataFrame:
+    """The rows whose id is live (the others are ignored; all rows without a universe); no id
+    may be missing, no live id repeated. Ids are compared exactly as written."""
+    ids = frame[id_column]
+    if ids.isna().any():
+        raise SubmissionRejected(
+            f"{int(ids.isna().sum())} rows have no {id_column} (rows "
+            f"{_examples((ids.index[ids.isna()] + 1).tolist())})"
+        )
+    rows = frame[ids.isin(live)] if live is not None else frame
+    repeated = rows[id_column][rows[id_column].duplicated()].unique().tolist()
+    if repeated:
+        raise SubmissionRejected(
+            f"{len(repeated)} live {what} appear more than once: {_examples(repeated)}"
+        )
+    return rows
+
+
 def _check_values(values: pd.Series, keys: pd.Series, column: str) -> None:
-    """Predictions must be numbers strictly between 0 and 1."""
-    numbers = pd.to_numeric(values.str.strip().replace("", "nan"), errors="coerce")
+    """Numbers, all in [0, 1] (within floating-point closeness of the ends), not all equal."""
+    numbers = pd.to_numeric(values.str.strip(), errors="coerce")
     missing = numbers.isna()
     if missing.any():
         raise SubmissionRejected(
             f"{int(missing.sum())} `{column}` values are missing or not numbers "
             f"(ids {_examples(keys[missing].tolist())})"
         )
-    outside = (numbers <= 0) | (numbers >= 1)
-    if outside.any():
+    low, high = numbers.min(), numbers.max()
+    low_ok, high_ok = numbers.ge(0).all() or np.isclose(low, 0), numbers.le(1).all()
+    high_ok = high_ok or np.isclose(high, 1)
+    if not (low_ok and high_ok):
+        outside = (numbers < 0) | (numbers > 1)
         bad = [f"{k}={v}" for k, v in zip(keys[outside], numbers[outside], strict=True)]
         raise SubmissionRejected(
-            f"{int(outside.sum())} `{column}` values are outside (0, 1): {_examples(bad)}"
+            f"{int(outside.sum())} `{column}` values are outside [0, 1]: {_examples(bad)}"
+        )
+    if np.isclose(0, numbers.std()):
+        raise SubmissionRejected(
+            f"every `{column}` value is {numbers.iloc[0]}: Numerai refuses constant predictions"
         )
 
 
 def check_classic(data: bytes, live_ids: Sequence[str], round_number: int) -> CheckedPredictions:
-    """Columns `id,prediction`; ids exactly the round's live ids; values in (0, 1)."""
+    """`id` then `prediction` (or `probability`); every live id once; values in [0, 1]."""
     frame = read_csv(data)
-    columns = list(frame.columns)
-    if set(columns) != {"id", "prediction"}:
+    id_column, value_column = _check_headers(
+        frame, CLASSIC_ID_COLUMNS, CLASSIC_PREDICTION_COLUMNS, "Classic"
+    )
+    live = set(live_ids)
+    rows = _live_rows(frame, id_column, live, "ids")
+    ids = rows[id_column]
+    missing = sorted(live - set(ids))
+    if missing:
+        unknown = sorted(set(frame[id_column]) - live)
         raise SubmissionRejected(
-            f"Classic predictions need exactly the columns id,prediction; got {columns}"
+            f"{len(missing)} of the {len(live)} live ids of round {round_number} have no "
+            f"prediction ({_examples(missing)}); {len(unknown)} ids are not live "
+            f"({_examples(unknown) or 'none'}): predict on this round's live data"
         )
-    ids = frame["id"].str.strip()
-    duplicated = ids[ids.duplicated()].unique().tolist()
-    if duplicated:
-        raise SubmissionRejected(f"{len(duplicated)} ids appear twice: {_examples(duplicated)}")
-    expected = set(live_ids)
-    given = set(ids)
-    missing = sorted(expected - given)
-    unknown = sorted(given - expected)
-    if missing or unknown:
-        raise SubmissionRejected(
-            f"ids do not match the live ids of round {round_number}: "
-            f"{len(missing)} missing ({_examples(missing)}), "
-            f"{len(unknown)} not in live ({_examples(unknown)})"
-        )
-    _check_values(frame["prediction"], ids, "prediction")
-    return CheckedPredictions(len(frame), tuple(ids))
+    _check_values(rows[value_column], ids, value_column)
+    return CheckedPredictions(len(frame), tuple(frame[id_column]))
 
 
 def check_signals(data: bytes, universe: Sequence[str] | None) -> CheckedPredictions:
-    """A ticker column and a `signal` column in (0, 1). With a live universe, at least
-    SIGNALS_MIN_TICKERS tickers must be in it; like Numerai, tickers outside it are ignored."""
-    frame = read_csv(data)
-    ticker_col = next((c for c in SIGNALS_TICKER_COLUMNS if c in frame.columns), None)
-    value_col = next((c for c in SIGNALS_VALUE_COLUMNS if c in frame.columns), None)
-    if ticker_col is None or value_col is None:
+    """A ticker column then `signal` (or `prediction`), a date column and `data_type` aside;
+    at least SIGNALS_MIN_TICKERS live tickers, each once; values in [0, 1]. Tickers outside
+    the live universe are ignored, as Numerai does."""
+    frame = read_csv(data).drop(columns=["data_type"], errors="ignore")
+    date_column = next((c for c in frame.columns if c in SIGNALS_DATE_COLUMNS), None)
+    if date_column is not None:
+        frame = frame.drop(columns=[date_column])
+    ticker_column, value_column = _check_headers(
+        frame, SIGNALS_ID_COLUMNS, SIGNALS_PREDICTION_COLUMNS, "Signals"
+    )
+    if universe is not None and ticker_column not in SIGNALS_UNIVERSE_COLUMNS:
         raise SubmissionRejected(
-            f"Signals predictions need a ticker column ({', '.join(SIGNALS_TICKER_COLUMNS)}) "
-            f"and a `signal` column; got {list(frame.columns)}"
+            f"the live universe lists tickers as {' or '.join(SIGNALS_UNIVERSE_COLUMNS)}, "
+            f"not {ticker_column}: name the tickers that way"
         )
-    if "data_type" in frame.columns:
-        frame = frame[frame["data_type"].str.strip().isin(["live", ""])]
-    tickers = frame[ticker_col].str.strip()
-    duplicated = tickers[tickers.duplicated()].unique().tolist()
-    if duplicated:
-        raise SubmissionRejected(f"{len(duplicated)} tickers appear twice: {_examples(duplicated)}")
-    _check_values(frame[value_col], tickers, value_col)
-    if universe is not None:
-        live = set(universe)
-        valid = [t for t in tickers if t in live]
-        if len(valid) < SIGNALS_MIN_TICKERS:
-            outside = [t for t in tickers if t not in live]
-            raise SubmissionRejected(
-                f"only {len(valid)} of the {len(tickers)} tickers are in the live universe of "
-                f"{len(live)} tickers; Numerai needs at least {SIGNALS_MIN_TICKERS} "
-                f"(not in it: {_examples(outside) or 'none'})"
-            )
-    return CheckedPredictions(len(frame), tuple(tickers))
+    live = set(universe) if universe is not None else None
+    rows = _live_rows(frame, ticker_column, live, "tickers")
+    if live is not None and len(rows) < SIGNALS_MIN_TICKERS:
+        outside = [t for t in frame[ticker_column] if t not in live]
+        raise SubmissionRejected(
+            f"only {len(rows)} of the {len(frame)} tickers are in the live universe of "
+            f"{len(live)} tickers; Numerai needs at least {SIGNALS_MIN_TICKERS} "
+            f"(not in it: {_examples(outside) or 'none'})"
+        )
+    _check_values(rows[value_column], rows[ticker_column], value_column)
+    return CheckedPredictions(len(frame), tuple(frame[ticker_column]))

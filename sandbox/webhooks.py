@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,12 +45,17 @@ class Delivery:
 
 
 class WebhookDelivery:
-    """Sends webhooks in the background; retries connection errors and 5xx, like a real sender."""
+    """Sends webhooks in the background; retries connection errors and 5xx, like a real sender.
+
+    `data_version(tournament)` is asked at each trigger: the body names the version served then.
+    """
 
     def __init__(
-        self, data_versions: Mapping[int, str], retry_delays_s: tuple[float, ...] = _RETRY_DELAYS_S
+        self,
+        data_version: Callable[[int], str | None],
+        retry_delays_s: tuple[float, ...] = _RETRY_DELAYS_S,
     ):
-        self.data_versions = dict(data_versions)
+        self.data_version = data_version
         self.retry_delays_s = retry_delays_s
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-webhook")
         self._lock = threading.Lock()
@@ -72,7 +77,7 @@ class WebhookDelivery:
         body = {
             "triggerId": trigger.id,
             "roundNumber": trigger.round,
-            "dataVersion": self.data_versions.get(trigger.tournament),
+            "dataVersion": self.data_version(trigger.tournament),
         }
         self._pool.submit(self._deliver, delivery, body)
 

@@ -16,6 +16,11 @@ os.environ["NUMERAI_NODES_HOME"] = str(_HOME / "nodes")
 os.environ["NUMERAI_NODES_RETRY_DELAY_SCALE"] = "0"
 # Retries end at the round's close, which a sandbox round sets hours away: cap them in tests.
 os.environ["NUMERAI_NODES_MAX_RETRIES"] = "3"
+# Kept aside for the `live` tests alone (tests/thirdparty/test_live_numerai.py), which read a
+# real account when both are set; no other test sees them.
+LIVE_NUMERAI_KEYS = {
+    name: os.environ.get(name) for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY")
+}
 for _name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "NUMERAI_API_URL", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import numerapi
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -35,6 +36,11 @@ def _chaos(sandbox: Sandbox, **settings: Any) -> dict[str, Any]:
 def _counts(sandbox: Sandbox) -> dict[str, int]:
     counts: dict[str, int] = httpx.get(f"{sandbox.url}_sandbox/chaos").json()["counts"]
     return counts
+
+
+def _ranks(sandbox: Sandbox) -> np.ndarray:
+    """Predictions Numerai accepts: spread over (0, 1), one per live id."""
+    return np.linspace(0.1, 0.9, len(sandbox.live_ids()))
 
 
 def _file_url(sandbox: Sandbox, name: str = TRAIN) -> str:
@@ -147,7 +153,7 @@ def test_a_failed_put_is_a_5xx_and_stores_nothing(sandbox: Sandbox, napi: numera
     assert response.headers[CHAOS_HEADER] == "put_fail"
     upload = sandbox.state.upload(key)
     assert upload is not None and upload.data is None
-    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": 0.5})
+    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": _ranks(sandbox)})
     with pytest.raises(ValueError, match="never arrived"):  # numerapi ignores its PUT's status
         napi.upload_predictions(df=frame, model_id=sandbox.models["sandbox_model"])
     assert sandbox.submissions() == [] and _counts(sandbox)["put_fail"] == 2
@@ -186,7 +192,7 @@ def test_probability_zero_changes_nothing(
 ):
     assert _chaos(sandbox, seed=5)["enabled"] is True
     served = _served(sandbox)
-    assert napi.list_datasets()[0] == TRAIN
+    assert TRAIN in napi.list_datasets()
     dest = tmp_path / "train.parquet"
     napi.download_dataset(TRAIN, str(dest))
     assert dest.read_bytes() == served
@@ -196,7 +202,7 @@ def test_probability_zero_changes_nothing(
     assert resumed.read_bytes() == served
     tail = httpx.get(_file_url(sandbox), headers={"Range": "bytes=100-"})
     assert tail.status_code == 206 and tail.content == served[100:]
-    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": 0.5})
+    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": _ranks(sandbox)})
     napi.upload_predictions(df=frame, model_id=sandbox.models["sandbox_model"])
     assert len(sandbox.submissions()) == 1
     state = httpx.get(f"{sandbox.url}_sandbox/chaos").json()

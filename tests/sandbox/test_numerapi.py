@@ -21,17 +21,27 @@ query($modelId: String) {
 """
 
 
-def _predictions(ids: list[str], value: float = 0.5) -> pd.DataFrame:
-    return pd.DataFrame({"id": ids, "prediction": value})
+def _predictions(ids: list[str], low: float = 0.1) -> pd.DataFrame:
+    """Predictions Numerai accepts: one per id, spread from `low` to 0.9."""
+    return pd.DataFrame({"id": ids, "prediction": np.linspace(low, 0.9, len(ids))})
 
 
 # --- reading data -------------------------------------------------------------------------------
 def test_list_datasets(napi: numerapi.NumerAPI):
+    """Numerai lists a dozen files per version, sorted by name."""
     assert napi.list_datasets() == [
-        "v5.2/train.parquet",
-        "v5.2/validation.parquet",
-        "v5.2/live.parquet",
         "v5.2/features.json",
+        "v5.2/live.parquet",
+        "v5.2/live_benchmark_models.parquet",
+        "v5.2/live_example_preds.csv",
+        "v5.2/live_example_preds.parquet",
+        "v5.2/meta_model.parquet",
+        "v5.2/train.parquet",
+        "v5.2/train_benchmark_models.parquet",
+        "v5.2/validation.parquet",
+        "v5.2/validation_benchmark_models.parquet",
+        "v5.2/validation_example_preds.csv",
+        "v5.2/validation_example_preds.parquet",
     ]
     assert napi.list_datasets(round_num=1000) == napi.list_datasets()
 
@@ -155,12 +165,14 @@ def test_round_closes_when_its_time_passes(data_root: Path, point_numerapi):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda df: df.iloc[1:], "1 missing"),
-        (lambda df: df.assign(id=["nffffffffffffff0", *df["id"][1:]]), "1 not in live"),
-        (lambda df: pd.concat([df, df.iloc[:1]]), "appear twice"),
+        (lambda df: df.iloc[1:], "1 of the 200 live ids of round 1000 have no prediction"),
+        (lambda df: df.assign(id=["nffffffffffffff0", *df["id"][1:]]), "1 ids are not live"),
+        (lambda df: pd.concat([df, df.iloc[:1]]), "appear more than once"),
         (lambda df: df.assign(prediction=[float("nan"), *df["prediction"][1:]]), "missing or not"),
-        (lambda df: df.assign(prediction=[1.0, *df["prediction"][1:]]), r"outside \(0, 1\)"),
-        (lambda df: df.rename(columns={"prediction": "pred"}), "id,prediction"),
+        (lambda df: df.assign(prediction=[1.5, *df["prediction"][1:]]), r"outside \[0, 1\]"),
+        (lambda df: df.assign(prediction=0.5), "constant predictions"),
+        (lambda df: df.rename(columns={"prediction": "pred"}), "an id column"),
+        (lambda df: df[["prediction", "id"]], "in this order"),
     ],
 )
 def test_bad_predictions_are_rejected(napi: numerapi.NumerAPI, sandbox: Sandbox, edit, message):
@@ -174,7 +186,7 @@ def test_predictions_for_the_previous_round_are_rejected(napi, sandbox: Sandbox)
     old_ids = sandbox.live_ids()
     sandbox.open_round()
     assert not set(old_ids) & set(sandbox.live_ids())
-    with pytest.raises(ValueError, match="ids do not match the live ids of round 1001"):
+    with pytest.raises(ValueError, match="200 live ids of round 1001 have no prediction"):
         napi.upload_predictions(df=_predictions(old_ids), model_id=sandbox.models["sandbox_model"])
 
 

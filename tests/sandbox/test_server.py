@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numerapi
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,6 +45,19 @@ def test_the_download_log_counts_each_fetch_of_each_file(sandbox: Sandbox):
     assert after.get("v5.2/features.json", 0) - before.get("v5.2/features.json", 0) == 2
 
 
+def test_the_call_log_counts_graphql_requests_by_top_level_field(sandbox: Sandbox):
+    query = "query($t: Int!) { rounds(tournament: $t, number: 0) { number } }"
+    httpx.post(sandbox.url, json={"query": query, "variables": {"t": 8}})
+    httpx.post(sandbox.url, json={"query": query, "variables": {"t": 8}})
+    httpx.post(sandbox.url, json={"query": "{ account { username } datasets: listDatasets }"})
+    httpx.post(sandbox.url, json={"query": "{ not graphql"})
+    assert httpx.get(f"{sandbox.url}_sandbox/calls").json() == {
+        "rounds": 2,
+        "account": 1,
+        "listDatasets": 1,
+    }
+
+
 def test_unknown_file_and_unknown_upload_are_404(sandbox: Sandbox):
     assert httpx.get(f"{sandbox.url}files/../secrets.txt").status_code == 404
     assert httpx.get(f"{sandbox.url}files/v5.2/nope.parquet").status_code == 404
@@ -73,7 +87,7 @@ def test_admin_state_has_no_keys(sandbox: Sandbox):
 def test_admin_rounds_and_submissions(sandbox: Sandbox, point_numerapi):
     point_numerapi(sandbox)
     api = numerapi.NumerAPI(sandbox.public_id, sandbox.secret_key, verbosity="critical")
-    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": 0.5})
+    frame = pd.DataFrame({"id": sandbox.live_ids(), "prediction": np.linspace(0.1, 0.9, 200)})
     api.upload_predictions(df=frame, model_id=sandbox.models["sandbox_model"])
     listed = httpx.get(f"{sandbox.url}_sandbox/submissions").json()
     assert [(s["model_name"], s["round"], s["row_count"]) for s in listed] == [
@@ -129,7 +143,7 @@ def test_data_dir_serves_real_files(sandbox: Sandbox, tmp_path: Path, point_nume
         assert sb.live_ids() == sandbox.live_ids()
         dest = api.download_dataset("v5.2/live.parquet", str(tmp_path / "live.parquet"))
         assert Path(dest).read_bytes() == (real / "v5.2/live.parquet").read_bytes()
-        frame = pd.DataFrame({"id": sb.live_ids(), "prediction": 0.5})
+        frame = pd.DataFrame({"id": sb.live_ids(), "prediction": np.linspace(0.1, 0.9, 200)})
         api.upload_predictions(df=frame, model_id=sb.models["sandbox_model"])
         assert sb.submissions()[0].row_count == len(sb.live_ids())
         # No synthetic Classic data was made (Signals data stays synthetic).

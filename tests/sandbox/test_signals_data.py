@@ -40,9 +40,13 @@ def train(catalog: SyntheticSignals) -> pd.DataFrame:
 
 def test_files_columns_and_fridays(catalog: SyntheticSignals, train: pd.DataFrame):
     assert catalog.files(ROUND) == [
+        "signals/v2.0/live.parquet",
+        "signals/v2.0/live_example_preds.csv",
+        "signals/v2.0/live_example_preds.parquet",
         "signals/v2.0/train.parquet",
         "signals/v2.0/validation.parquet",
-        "signals/v2.0/live.parquet",
+        "signals/v2.0/validation_example_preds.csv",
+        "signals/v2.0/validation_example_preds.parquet",
     ]
     validation = pd.read_parquet(_path(catalog, "signals/v2.0/validation.parquet"))
     live = pd.read_parquet(_path(catalog, "signals/v2.0/live.parquet"))

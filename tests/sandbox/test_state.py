@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -14,6 +14,7 @@ from sandbox.state import (
     ModelRecord,
     SandboxState,
     TriggerRecord,
+    iso,
     parse_model_spec,
 )
 
@@ -111,3 +112,12 @@ def test_faults_update():
     with pytest.raises(SandboxError, match="latency_s must be a number"):
         faults.update({"reject_uploads": False, "latency_s": "soon"})
     assert faults.reject_uploads is True  # a refused update changes nothing
+
+
+def test_times_are_written_as_numerai_writes_them():
+    """Whole seconds in UTC with a `Z`: numerai-cli parses them with `%Y-%m-%dT%H:%M:%SZ`."""
+    moment = datetime(2026, 3, 7, 18, 0, 5, 987654, tzinfo=timezone(timedelta(hours=2)))
+    assert iso(moment) == "2026-03-07T16:00:05Z"
+    assert datetime.strptime(iso(moment), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) == (
+        moment.replace(microsecond=0)
+    )

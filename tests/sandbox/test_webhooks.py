@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+from pathlib import Path
 
 import numerapi
 import pytest
@@ -11,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from flows.tournaments import CLASSIC
+from sandbox.classic_spec import DATA_VERSION
 from sandbox.runner import Sandbox
 from tests.integration.servers import UvicornThread
 
@@ -58,7 +62,11 @@ def test_trigger_model_webhook_posts_the_trigger_id_round_and_data_version(sandb
         ]
         assert sandbox.webhooks.wait(10)
     assert receiver.bodies == [
-        {"triggerId": trigger_id, "roundNumber": sandbox.current_round(), "dataVersion": "v5.2"}
+        {
+            "triggerId": trigger_id,
+            "roundNumber": sandbox.current_round(),
+            "dataVersion": DATA_VERSION,
+        }
     ]
     (delivery,) = sandbox.webhooks.deliveries
     assert delivery.status_code == 202 and delivery.delivered_at is not None
@@ -97,3 +105,34 @@ def test_an_unreachable_webhook_is_given_up_with_the_error_recorded(sandbox, mon
     (delivery,) = sandbox.webhooks.deliveries
     assert delivery.delivered_at is None and delivery.attempts == 4
     assert delivery.error == "ConnectError"
+
+
+def _data_version_sent(sandbox: Sandbox, monkeypatch) -> str:
+    """The `dataVersion` of the webhook a new round sends."""
+    receiver = Receiver()
+    with UvicornThread(receiver.app) as server:
+        api = _api(sandbox, monkeypatch)
+        api.set_submission_webhook(api.get_models()["alpha"], f"{server.url}/hook")
+        sandbox.open_round()
+        assert sandbox.webhooks.wait(10)
+    [body] = receiver.bodies
+    return body["dataVersion"]
+
+
+def test_the_webhook_names_the_version_the_sandbox_serves(tmp_path: Path, monkeypatch):
+    with Sandbox(tmp_path, models=("alpha",), data_version="v5.3") as sb:
+        assert _data_version_sent(sb, monkeypatch) == "v5.3"
+        assert all(name.startswith("v5.3/") for name in sb.backend.datasets(CLASSIC, None))
+
+
+def test_the_newest_of_real_files_is_chosen_as_a_version_not_as_text(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch
+):
+    real = tmp_path / "real"
+    for version in ("v5.9", "v5.10"):
+        (real / version).mkdir(parents=True)
+        live = sandbox.backend.dataset_path(CLASSIC, f"{DATA_VERSION}/live.parquet", None)
+        shutil.copy(live, real / version / "live.parquet")
+    with Sandbox(tmp_path / "root", data_dir=real, models=("alpha",)) as sb:
+        assert sb.backend.data_version(CLASSIC) == "v5.10"  # as text, "v5.9" > "v5.10"
+        assert _data_version_sent(sb, monkeypatch) == "v5.10"
