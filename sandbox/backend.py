@@ -78,10 +78,13 @@ class Backend:
         if tournament in self.catalogs:
             self.catalogs[tournament].prepare(self.state.current_round(tournament).number + 1)
         opened = self.state.open_round(tournament, window)
-        for model in self.state.models(tournament):
-            if self.state.webhook(model.id):
-                self.state.fire_webhook(model.id)
+        for model in self.webhook_models(tournament):
+            self.state.fire_webhook(model.id)
         return opened
+
+    def webhook_models(self, tournament: int) -> list[ModelRecord]:
+        """The models of a tournament that have a webhook (opening a round calls each)."""
+        return [m for m in self.state.models(tournament) if self.state.webhook(m.id)]
 
     def owned_model(self, model_id: str | None, tournament: int) -> ModelRecord:
         """The caller's model for a tournament; without an id, the only one there is."""

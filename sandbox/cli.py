@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -54,9 +55,14 @@ ReadyFile = Annotated[
     Path | None,
     typer.Option(help=f"Write JSON with {_READY_FIELDS} (mode 0600) once listening."),
 ]
+# The project CLI sets this to the local stack's sandbox, so the commands below find it alone.
+SANDBOX_URL_ENV = "NUMERAI_NODES_SANDBOX_URL"
 Url = Annotated[
-    str,
-    typer.Option(envvar="NUMERAI_API_URL", help="The running sandbox's URL (GraphQL endpoint)."),
+    str | None,
+    typer.Option(
+        envvar=[SANDBOX_URL_ENV, "NUMERAI_API_URL"],
+        help="The running sandbox's URL (GraphQL endpoint). Default: the local stack's sandbox.",
+    ),
 ]
 ChaosSeed = Annotated[
     int | None,
@@ -125,6 +131,17 @@ def serve(
         raise typer.BadParameter(
             f"choose one of {', '.join(PROFILES)}", param_hint="--chaos-profile"
         )
+    if data_dir is not None and not data_dir.is_dir():
+        raise typer.BadParameter(
+            f"{data_dir} is not a directory of Numerai files (<dir>/v5.2/live.parquet...)",
+            param_hint="--data-dir",
+        )
+    if port and not _port_free(host, port):
+        raise typer.BadParameter(
+            f"{host}:{port} is in use: stop what listens there, or pick another port "
+            "(0 takes a free one)",
+            param_hint="--port",
+        )
     # A plain flag: a handler that takes a lock (Event.set) can deadlock the main thread it
     # interrupts while that thread is inside Event.wait.
     stopping: list[int] = []
@@ -161,6 +178,16 @@ def serve(
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @app.callback(invoke_without_command=True)
@@ -209,8 +236,14 @@ def serve_command(
     )  # fmt: skip
 
 
-def _admin(method: str, url: str, path: str, **kwargs: Any) -> Any:
+def _admin(method: str, url: str | None, path: str, **kwargs: Any) -> Any:
     """Call a running sandbox's admin endpoint; failures become a ClickException."""
+    if not url:
+        raise typer.BadParameter(
+            "no sandbox to talk to: start one with `numerai-nodes up --sandbox` (its commands "
+            "then find it), or give its URL",
+            param_hint="--url",
+        )
     target = f"{url.rstrip('/')}/_sandbox/{path}"
     try:
         response = httpx.request(method, target, timeout=30, **kwargs)
@@ -235,7 +268,7 @@ def _print_round(data: dict[str, Any], as_json: bool, verb: str) -> None:
 
 @app.command("open-round")
 def open_round(
-    url: Url,
+    url: Url = None,
     tournament: TournamentId = CLASSIC,
     window_seconds: Annotated[
         float | None,
@@ -249,10 +282,19 @@ def open_round(
         body["window_seconds"] = window_seconds
     data = _admin("POST", url, "rounds/open", json=body)
     _print_round(data, as_json, "open")
+    if not as_json:
+        called = data.get("webhooks_called") or []
+        typer.echo(
+            f"webhooks called: {', '.join(called)}"
+            if called
+            else "no model of this tournament has a webhook: no node was called"
+        )
 
 
 @app.command("close-round")
-def close_round(url: Url, tournament: TournamentId = CLASSIC, as_json: AsJson = False) -> None:
+def close_round(
+    url: Url = None, tournament: TournamentId = CLASSIC, as_json: AsJson = False
+) -> None:
     """Close the current round for submissions."""
     data = _admin("POST", url, "rounds/close", json={"tournament": tournament})
     _print_round(data, as_json, "closed")
@@ -260,7 +302,7 @@ def close_round(url: Url, tournament: TournamentId = CLASSIC, as_json: AsJson = 
 
 @app.command("submissions")
 def submissions(
-    url: Url,
+    url: Url = None,
     model: Annotated[str | None, typer.Option(help="Only this model's submissions.")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -285,7 +327,7 @@ def submissions(
 
 @app.command("faults")
 def faults(
-    url: Url,
+    url: Url = None,
     reject_uploads: Annotated[
         bool | None, typer.Option("--reject-uploads/--accept-uploads", help="Answer PUTs 403.")
     ] = None,
@@ -307,7 +349,7 @@ def faults(
     typer.echo(json.dumps(_admin("POST", url, "faults", json=changes)))
 
 
-def set_chaos(url: str, changes: dict[str, Any]) -> dict[str, Any]:
+def set_chaos(url: str | None, changes: dict[str, Any]) -> dict[str, Any]:
     """Change a running sandbox's chaos (POST /_sandbox/chaos); returns its settings and counts."""
     data: dict[str, Any] = _admin("POST", url, "chaos", json=changes)
     return data
@@ -324,7 +366,7 @@ def _chaos_line(data: dict[str, Any]) -> str:
 
 @app.command("chaos")
 def chaos(
-    url: Url,
+    url: Url = None,
     seed: Annotated[
         int | None, typer.Option(help="Start (or restart) chaos with this seed; counters reset.")
     ] = None,

@@ -243,7 +243,8 @@ class SandboxApp:
             rnd = await run_in_threadpool(self.backend.open_round, tournament, window)
         except SandboxError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(round_json(rnd))
+        called = [model.name for model in self.backend.webhook_models(tournament)]
+        return JSONResponse({**round_json(rnd), "webhooks_called": called})
 
     async def admin_close_round(self, request: Request) -> Response:
         try:

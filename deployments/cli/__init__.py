@@ -43,6 +43,7 @@ def _root(
     ] = False,
 ) -> None:
     """Run Numerai models as Prefect deployments: prediction nodes that submit every round."""
+    stack.point_sandbox_commands_at_the_stack()
 
 
 app.add_typer(run.app, name="run")

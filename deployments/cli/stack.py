@@ -14,6 +14,30 @@ if TYPE_CHECKING:
     from infra.local.stack import LocalStack, StackInfo
 
 
+def point_sandbox_commands_at_the_stack() -> None:
+    """Let `sandbox open-round` and the like find the local stack's sandbox without --url.
+
+    Reads only the settings and the sandbox's ready file: no Prefect import, so every command
+    stays quick.
+    """
+    import os
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from infra.local.settings import StackSettings
+    from sandbox.cli import SANDBOX_URL_ENV
+    from sandbox.ready import READY_FILE, SandboxReady
+
+    try:
+        run_dir = StackSettings().run_dir
+    except ValidationError:  # the command itself reports bad settings
+        return
+    ready = SandboxReady.read(Path(run_dir or ".") / READY_FILE) if run_dir else None
+    if ready is not None:
+        os.environ.setdefault(SANDBOX_URL_ENV, ready.url)
+
+
 def load_stack(**overrides: object) -> LocalStack:
     """The local stack of this project, with settings from the environment plus `overrides`."""
     from infra.local.stack import LocalStack, StackSettings

@@ -21,6 +21,7 @@ from sandbox.ready import SandboxReady
 from sandbox.runner import Sandbox
 
 PROJECT = Path(__file__).resolve().parents[2]
+WIDE = {"COLUMNS": "300"}  # rich boxes an error to the terminal's width
 
 
 def test_admin_commands(sandbox: Sandbox):
@@ -81,3 +82,50 @@ def test_python_m_sandbox_ready_file_and_sigterm(tmp_path: Path, data_root: Path
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_through_the_project_cli_open_round_finds_the_stack_sandbox_and_names_the_webhooks(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch
+):
+    from deployments.cli import app as project_app
+
+    for name in ("NUMERAI_API_URL", "NUMERAI_NODES_SANDBOX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))
+    # What `numerai-nodes up --sandbox` leaves in its run directory while the sandbox runs.
+    SandboxReady(sandbox.url, sandbox.public_id, sandbox.secret_key).write(
+        tmp_path / "home" / "run" / "sandbox.json"
+    )
+    model_id = sandbox.models["sandbox_model"]
+    sandbox.state.set_webhook(model_id, f"{sandbox.url}_sandbox/nowhere")
+
+    opened = CliRunner().invoke(project_app, ["sandbox", "open-round"])
+
+    assert opened.exit_code == 0, opened.output
+    assert "round 1001" in opened.stdout
+    assert "webhooks called: sandbox_model" in opened.stdout
+    monkeypatch.delenv("NUMERAI_NODES_SANDBOX_URL", raising=False)  # set by the root command
+
+
+def test_without_a_sandbox_the_admin_commands_say_how_to_get_one(tmp_path: Path, monkeypatch):
+    for name in ("NUMERAI_API_URL", "NUMERAI_NODES_SANDBOX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["submissions"], env=WIDE)
+    assert result.exit_code == 2
+    assert "numerai-nodes up --sandbox" in " ".join(result.output.split())
+
+
+def test_serve_refuses_a_busy_port_and_a_missing_data_dir_in_one_line(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = CliRunner().invoke(
+            app, ["serve", "--port", str(port), "--root", str(tmp_path)], env=WIDE
+        )
+    missing = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "nope")], env=WIDE)
+    assert busy.exit_code == 2 and f"127.0.0.1:{port} is in use" in busy.output
+    assert missing.exit_code == 2 and "is not a directory of Numerai files" in missing.output
+    assert busy.exception is None or isinstance(busy.exception, SystemExit)
