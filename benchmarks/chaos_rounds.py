@@ -12,9 +12,9 @@ about round day, not about registering webhooks. Each round opens for `--window-
 when every node's flow run has ended, or when it closes. No warm-up: the first round trains.
 
 Prints rounds, node-rounds submitted before the close, submitted twice (must be 0), missed,
-corrupt-file reads (flow runs whose state or logs name a parse error), the faults injected per
-kind, and the median webhook → submission time. Exits 1 unless every node-round was submitted
-exactly once.
+corrupt-file reads (flow runs whose state or logs name a parse error), the tries of each task,
+the faults injected per kind, and the median and longest webhook → submission time. Exits 1
+unless every node-round was submitted exactly once, before its close.
 """
 
 from __future__ import annotations
@@ -150,19 +150,41 @@ def _parse_error_runs(prefect_api: str, runs: dict[str, dict[str, Any]]) -> int:
     return len(corrupt)
 
 
+def _task_tries(prefect_api: str, runs: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Task name -> (task runs, tries) over the flow runs: how often each step was retried."""
+    found: list[dict[str, Any]] = []
+    while runs:
+        body = {
+            "flow_runs": {"id": {"any_": list(runs)}},
+            "limit": 200,
+            "offset": len(found),
+        }
+        page = httpx.post(f"{prefect_api}/task_runs/filter", json=body, timeout=30).json()
+        found += page
+        if len(page) < 200:
+            break
+    tries: dict[str, tuple[int, int]] = {}
+    for task_run in found:
+        name = task_run["name"].rsplit("-", 1)[0]  # "submit-a1b" -> "submit"
+        count, total = tries.get(name, (0, 0))
+        tries[name] = (count + 1, total + max(task_run["run_count"], 1))
+    return tries
+
+
 def _report(base: str, prefect_api: str, played: list[RoundPlayed], model_ids: set[str]) -> bool:
     submissions = httpx.get(f"{base}/_sandbox/submissions", timeout=30).json()
     per_node_round = Counter((s["model_id"], s["round"]) for s in submissions)
     closes = {r.number: r.close_time for r in played}
-    before_close = sum(
-        1
+    in_time = [
+        s
         for s in submissions
         if s["round"] in closes and datetime.fromisoformat(s["inserted_at"]) < closes[s["round"]]
-    )
+    ]
     node_rounds = [(m, r.number) for r in played for m in sorted(model_ids)]
-    submitted = sum(1 for key in node_rounds if per_node_round[key] >= 1)
+    # Submitted means before the close: a late submission counts as missed.
+    submitted = len({(s["model_id"], s["round"]) for s in in_time} & set(node_rounds))
     twice = sum(1 for key in node_rounds if per_node_round[key] >= 2)
-    missed = sum(1 for key in node_rounds if per_node_round[key] == 0)
+    missed = len(node_rounds) - submitted
     latencies = []
     for r in played:
         firsts: dict[str, datetime] = {}
@@ -177,7 +199,7 @@ def _report(base: str, prefect_api: str, played: list[RoundPlayed], model_ids: s
 
     print(f"rounds:                      {len(played)} ({len(node_rounds)} node-rounds)")
     print(f"  closed before every run ended: {sum(r.closed_first for r in played)}")
-    print(f"submitted before close:      {submitted} node-rounds ({before_close} submissions)")
+    print(f"submitted before close:      {submitted} node-rounds ({len(in_time)} submissions)")
     print(f"submitted twice:             {twice}")
     print(f"missed:                      {missed}")
     print(f"corrupt-file reads:          {corrupt} runs naming {' / '.join(PARSE_ERRORS)}")
@@ -190,6 +212,9 @@ def _report(base: str, prefect_api: str, played: list[RoundPlayed], model_ids: s
     )
     for message, count in failures.most_common():
         print(f"  {count} x {message}")
+    print("task tries (task runs: tries, over every flow run):")
+    for name, (count, total) in sorted(_task_tries(prefect_api, runs).items()):
+        print(f"  {name:<20} {count} runs: {total} tries")
     print(f"faults injected (seed {chaos['seed']}, {chaos['requests']} API/file requests):")
     for kind in COUNTED:
         print(f"  {kind:<12} {chaos['counts'][kind]}")

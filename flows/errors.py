@@ -37,6 +37,19 @@ class RoundClosed(NodeError):
     """The round no longer takes submissions."""
 
 
+class TooManyRestarts(NodeError, RuntimeError):
+    """A node run crashed and was started again too often: each start would likely crash too."""
+
+    def __init__(self, starts: int, max_restarts: int):
+        super().__init__(
+            f"This node run was started {starts} times, more than the first start and "
+            f"{max_restarts} restarts (NUMERAI_NODES_MAX_RESTARTS): it crashed each time, most "
+            "likely out of memory or killed by its machine. Give the node a bigger size preset "
+            "(e.g. a mem-* size in prefect.yaml), or fewer features (a smaller feature_set), "
+            "then run it again."
+        )
+
+
 class DatasetNotFound(NodeError, FileNotFoundError):
     """Numerai does not serve the requested file."""
 

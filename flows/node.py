@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -17,9 +17,9 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows import cache, files
-from flows.errors import ConfigurationError, NodeError, RoundClosed
+from flows.errors import ConfigurationError, NodeError, RoundClosed, TooManyRestarts
 from flows.keys import connect
-from flows.numerai import RoundInfo
+from flows.numerai import RoundInfo, Submission
 from flows.settings import load_settings
 from flows.tournaments import TOURNAMENT_HELP, Tournament
 from flows.window import RoundWindow, within_round
@@ -64,10 +64,13 @@ class NodeSettings(BaseModel):
     )
 
 
+Status = Literal["submitted", "already-submitted", "not-uploaded"]
+
+
 class SubmissionOutcome(BaseModel):
     """What the submit step did."""
 
-    status: Literal["submitted", "already-submitted", "not-uploaded"]
+    status: Status
     submission_id: str | None = None
     predictions_path: Path
     model_name: str
@@ -214,57 +217,163 @@ def download_dataset(source: DataSource, filename: str, round_number: int | None
     return path
 
 
+def skipping_submission(
+    found: Iterable[Submission], round_number: int, trigger_id: str | None
+) -> Submission | None:
+    """The round's submission that makes a run with `trigger_id` skip its upload, if any.
+
+    One rule, whatever mix of webhook, fallback, retry and manual runs: a run skips when the
+    round has a submission with its trigger id, or one made without a trigger id, or (for a run
+    without a trigger id) any submission.
+    """
+    for submission in found:
+        if submission.round == round_number and (
+            trigger_id is None or submission.trigger_id in (None, trigger_id)
+        ):
+            return submission
+    return None
+
+
+class Submitter(BaseModel):
+    """Who submits for which round, passed from step to step (the model id is looked up once)."""
+
+    model_name: str = Field(description="The Numerai model submitted as.")
+    model_id: str | None = Field(description="Its id, from check-account; None: upload is off.")
+    round_number: int = Field(description="The round submitted for.")
+    trigger_id: str | None = Field(description="Numerai's trigger id; None: a manual or cron run.")
+
+    @property
+    def uploading_as(self) -> str:
+        """The model id the upload steps use; a run with upload off never reaches them."""
+        if self.model_id is None:
+            raise ConfigurationError("Upload is off for this node: nothing is uploaded.")
+        return self.model_id
+
+    def outcome(
+        self, status: Status, predictions_path: Path, submission_id: str | None = None
+    ) -> SubmissionOutcome:
+        return SubmissionOutcome(
+            status=status,
+            submission_id=submission_id,
+            predictions_path=predictions_path,
+            model_name=self.model_name,
+            round_number=self.round_number,
+            trigger_id=self.trigger_id,
+        )
+
+
+def submitter(
+    source: DataSource, model_name: str, upload: bool, round_number: int, trigger_id: str | None
+) -> Submitter:
+    """Check the keys and the model first when the run uploads (check-account)."""
+    model_id = check_account(source, model_name) if upload else None
+    return Submitter(
+        model_name=model_name, model_id=model_id, round_number=round_number, trigger_id=trigger_id
+    )
+
+
+# It gates the upload, so it may retry as long as the upload may: until the close.
+@task(name="find-submission", cache_policy=NO_CACHE, **_RETRIES)
+@within_round("find-submission", next_retry_delay, final=True)
+def find_submission(source: DataSource, who: Submitter) -> Submission | None:
+    """Read the model's submissions: has the round one this run would skip its upload for?"""
+    found = connect(source.tournament).submissions(who.uploading_as)
+    return skipping_submission(found, who.round_number, who.trigger_id)
+
+
+def round_submitted(
+    source: DataSource, who: Submitter, predictions_path: Path
+) -> SubmissionOutcome | None:
+    """An outcome of "already-submitted" (logged, naming the submission) when the round has a
+    submission this run would skip its upload for; else None. Upload off: None, nothing read.
+    """
+    if who.model_id is None:
+        return None
+    earlier = find_submission(source, who)
+    if earlier is None:
+        return None
+    get_run_logger().info(
+        "Model %s already submitted for round %s: submission %s (%s). Nothing to upload.",
+        who.model_name,
+        who.round_number,
+        earlier.id,
+        f"trigger {earlier.trigger_id}" if earlier.trigger_id else "no trigger id",
+    )
+    return who.outcome("already-submitted", predictions_path, earlier.id)
+
+
+@task(name="upload-predictions", cache_policy=NO_CACHE, **_RETRIES)
+@within_round("upload-predictions", next_retry_delay, final=True)
+def upload_predictions(source: DataSource, who: Submitter, predictions_path: Path) -> str:
+    """Upload the predictions file; returns the name Numerai gave it (nothing is submitted yet)."""
+    filename = connect(source.tournament).upload_file(predictions_path, who.uploading_as)
+    get_run_logger().info("Uploaded %s as %s", predictions_path.name, filename)
+    return filename
+
+
 @task(name="submit", cache_policy=NO_CACHE, **_RETRIES)
 @within_round("submit", next_retry_delay, final=True)
-def submit_predictions(
-    source: DataSource,
-    model_name: str,
-    round_number: int,
-    trigger_id: str | None,
-    predictions_path: Path,
-    upload: bool = True,
+def submit(
+    source: DataSource, who: Submitter, filename: str, predictions_path: Path
 ) -> SubmissionOutcome:
-    """Upload the predictions with the trigger id, unless this round already has them.
+    """Create the submission from the uploaded file, with the trigger id, unless the round has
+    one this run skips for.
 
-    One rule, whatever mix of webhook, fallback, retry and manual runs: a run skips the upload
-    when the round has a submission with its trigger id, or one made without a trigger id, or
-    (for a run without a trigger id) any submission. Runs of one model on one machine take the
-    check and the upload under one lock, so two runs at once never both upload.
+    Runs of one model on one machine check and create under one lock, so two runs at once never
+    both submit; a create whose answer was lost is found by the check when this task retries.
     """
-    logger = get_run_logger()
-    outcome = {
-        "predictions_path": predictions_path,
-        "model_name": model_name,
-        "round_number": round_number,
-        "trigger_id": trigger_id,
-    }
-    if not upload:
-        logger.warning("Upload is off: predictions left at %s", predictions_path)
-        return SubmissionOutcome(status="not-uploaded", **outcome)
     client = connect(source.tournament)
-    model_id = client.model_id(model_name)
-    settings = load_settings()
-    guard = source.data_dir / "submissions" / f"{model_name}-{round_number}"
-    with files.locked(guard, settings.lock_timeout_seconds):
-        earlier = [
-            found
-            for found in client.submissions(model_id)
-            if found.round == round_number
-            and (trigger_id is None or found.trigger_id in (None, trigger_id))
-        ]
-        if earlier:
-            logger.info(
-                "Model %s already submitted for round %s (%s): skipping the upload",
-                model_name,
-                round_number,
-                f"trigger {earlier[0].trigger_id}" if earlier[0].trigger_id else "no trigger id",
-            )
-            return SubmissionOutcome(
-                status="already-submitted", submission_id=earlier[0].id, **outcome
-            )
-        window = current_window()
-        if window is not None:
-            window.check_open("submit")  # the lock may have been held until after the close
-        submission_id = client.upload(predictions_path, model_id, trigger_id)
-    logger.info("Submitted %s for round %s as %s", model_name, round_number, submission_id)
-    return SubmissionOutcome(status="submitted", submission_id=submission_id, **outcome)
+    guard = source.data_dir / "submissions" / f"{who.model_name}-{who.round_number}"
+    with files.locked(guard, load_settings().lock_timeout_seconds):
+        found = client.submissions(who.uploading_as)
+        earlier = skipping_submission(found, who.round_number, who.trigger_id)
+        if earlier is None:
+            window = current_window()
+            if window is not None:
+                window.check_open("submit")  # the lock may have been held until after the close
+            created = client.create_submission(filename, who.uploading_as, who.trigger_id)
+    logger = get_run_logger()
+    if earlier is not None and earlier.filename != filename:
+        logger.info(
+            "Model %s was submitted for round %s meanwhile (submission %s): %s is not submitted",
+            who.model_name,
+            who.round_number,
+            earlier.id,
+            filename,
+        )
+        return who.outcome("already-submitted", predictions_path, earlier.id)
+    # Found with this run's file: an earlier try created it, and its answer was lost.
+    submission_id = created if earlier is None else earlier.id
+    logger.info("Submitted %s for round %s as %s", who.model_name, who.round_number, submission_id)
+    return who.outcome("submitted", predictions_path, submission_id)
+
+
+def submit_predictions(
+    source: DataSource, who: Submitter, predictions_path: Path
+) -> SubmissionOutcome:
+    """The submit step: check the round once, upload the file, create the submission.
+
+    Each is a task retried on its own, so a failed create does not upload again.
+    """
+    if who.model_id is None:
+        get_run_logger().warning("Upload is off: predictions left at %s", predictions_path)
+        return who.outcome("not-uploaded", predictions_path)
+    if (skipped := round_submitted(source, who, predictions_path)) is not None:
+        return skipped
+    filename = upload_predictions(source, who, predictions_path)
+    return submit(source, who, filename, predictions_path)
+
+
+def refuse_endless_restarts() -> None:
+    """Fail a node run that crashed and was started again more than `max_restarts` times.
+
+    A crashed run is scheduled again (deployments/recovery.py); one that runs out of memory
+    would crash every time until the round closes.
+    """
+    check_restarts(int(flow_run.run_count or 1), load_settings().max_restarts)
+
+
+def check_restarts(starts: int, max_restarts: int) -> None:
+    """Raise TooManyRestarts when a run's `starts` exceed the first start and `max_restarts`."""
+    if starts > 1 + max_restarts:
+        raise TooManyRestarts(starts, max_restarts)

@@ -209,20 +209,32 @@ class NumeraiClient:
             for item in found
         ]
 
-    def upload(self, path: Path, model_id: str, trigger_id: str | None) -> str:
-        """Upload a predictions file and create the submission; returns the submission id."""
-        self._require_keys("Submitting predictions")
-        signals = self.tournament == SIGNALS
-        endpoint = "submissionUploadSignalsAuth" if signals else "submission_upload_auth"
+    def upload_file(self, path: Path, model_id: str) -> str:
+        """PUT a predictions file where Numerai takes it from; returns the name Numerai gave it.
+
+        Numerai records nothing until `create_submission` names the file, so uploading again
+        (a retry) is harmless.
+        """
+        self._require_keys("Uploading predictions")
+        endpoint = (
+            "submissionUploadSignalsAuth"
+            if self.tournament == SIGNALS
+            else "submission_upload_auth"
+        )
         auth = self._api._upload_auth(endpoint, str(path), self.tournament, model_id)
         self._put(auth["url"], path)
+        return str(auth["filename"])
+
+    def create_submission(self, filename: str, model_id: str, trigger_id: str | None) -> str:
+        """Make an uploaded file the model's submission for the round; returns its id."""
+        self._require_keys("Submitting predictions")
         arguments: dict[str, str | int | None] = {
-            "filename": auth["filename"],
+            "filename": filename,
             "modelId": model_id,
             "triggerId": trigger_id,
             "dataDatestamp": None,
         }
-        if signals:
+        if self.tournament == SIGNALS:
             mutation = """mutation($filename: String!, $modelId: String, $triggerId: String,
                                   $dataDatestamp: Int) {
                 createSignalsSubmission(filename: $filename, modelId: $modelId,

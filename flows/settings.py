@@ -64,6 +64,12 @@ class NodesSettings(HomeSettings):
         ge=0,
         description="The most retries of one task; the round's close usually ends them first.",
     )
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="How many times a node run that crashed (killed, out of memory) may be "
+        "started again; a run started more often fails at once, naming the likely cause.",
+    )
     request_timeout_seconds: float = Field(
         60.0,
         gt=0,

@@ -22,15 +22,17 @@ from flows.node import (
     DataSource,
     NodeSettings,
     SubmissionOutcome,
-    check_account,
     code_digest,
     download_dataset,
+    refuse_endless_restarts,
     resolve_round,
     retry_delay_scale,
+    round_submitted,
     round_window,
     run_name,
     spec_key,
     submit_predictions,
+    submitter,
 )
 from flows.prices import (
     EXCHANGE_TABLE,
@@ -333,17 +335,24 @@ def signals_node(
 
     Steps: resolve the round, download the live universe, map tickers to Yahoo, fetch only the
     missing daily prices, load the cached model or train it, compute features, predict,
-    validate, submit (skipped if this round and trigger already have a submission), report.
+    validate, upload, submit, report. A run for a round that already has its submission (this
+    trigger id's, or a fallback or manual run's) ends after checking the account, with nothing
+    downloaded or uploaded.
 
     Tickers without a Yahoo symbol, without prices or with stale prices are left out and listed
     in the coverage artifact; with fewer than 100 left the run fails before any upload.
     """
     node = node or SignalsNode()
+    refuse_endless_restarts()
     source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
     current = resolve_round(source, round_number)
+    predictions_file = cache.predictions_path(
+        source.data_dir, source.data_version, current.number, node.name
+    )
     with window.opened(round_window(current)):
-        if node.upload:
-            check_account(source, node.numerai_model)
+        who = submitter(source, node.numerai_model, node.upload, current.number, trigger_id)
+        if (done := round_submitted(source, who, predictions_file)) is not None:
+            return done  # a fallback, manual or restarted run of a round already submitted
         live_path = download_dataset(source, "live.parquet", current.number)
         ticker_map = map_tickers(node, live_path)
         prices = update_prices(node, live_path, ticker_map)
@@ -354,9 +363,7 @@ def signals_node(
             source, node, model, features, live_path, ticker_map, prices, current.number
         )
         checked = validate_predictions(predictions_path, live_path)
-        outcome = submit_predictions(
-            source, node.numerai_model, current.number, trigger_id, predictions_path, node.upload
-        )
+        outcome = submit_predictions(source, who, predictions_path)
     scores = (
         score_validation(source, node, prices.directory, model) if node.score_validation else None
     )

@@ -23,14 +23,16 @@ from flows.node import (
     DataSource,
     NodeSettings,
     SubmissionOutcome,
-    check_account,
     code_digest,
     download_dataset,
+    refuse_endless_restarts,
     resolve_round,
+    round_submitted,
     round_window,
     run_name,
     spec_key,
     submit_predictions,
+    submitter,
 )
 from flows.report import EraScores, publish_report, score_eras
 from flows.settings import source_label
@@ -182,23 +184,28 @@ def tournament_node(
     """Numerai Classic node: predict the open round and submit with Numerai's trigger id.
 
     Steps: resolve the round, download live data, load the cached model or train it, predict,
-    validate, submit (skipped if this round and trigger already have a submission), report.
+    validate, upload, submit, report. A run for a round that already has its submission (this
+    trigger id's, or a fallback or manual run's) ends after checking the account, with nothing
+    downloaded or uploaded.
     """
     node = node or TournamentNode()
+    refuse_endless_restarts()
     source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
     current = resolve_round(source, round_number)
+    predictions_file = cache.predictions_path(
+        source.data_dir, source.data_version, current.number, node.name
+    )
     with window.opened(round_window(current)):
-        if node.upload:
-            check_account(source, node.numerai_model)
+        who = submitter(source, node.numerai_model, node.upload, current.number, trigger_id)
+        if (done := round_submitted(source, who, predictions_file)) is not None:
+            return done  # a fallback, manual or restarted run of a round already submitted
         features = load_features(source, node.feature_set)
         trained = train_model(source, node, features, return_state=True)
         model = trained.result()
         live_path = download_dataset(source, "live.parquet", current.number)
         predictions_path = predict_live(source, node, model, features, live_path, current.number)
         checked = validate_predictions(predictions_path, live_path)
-        outcome = submit_predictions(
-            source, node.numerai_model, current.number, trigger_id, predictions_path, node.upload
-        )
+        outcome = submit_predictions(source, who, predictions_path)
     scores = score_validation(source, node, features, model) if node.score_validation else None
     publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
     return outcome

@@ -64,8 +64,8 @@ class RoundWindow:
                 f"the round closed while retrying; nothing was uploaded.{last}"
             )
         return (
-            f"Round {self.number} closed at {when} while retrying {step}; nothing was uploaded "
-            f"after the close.{last}"
+            f"Round {self.number} closed at {when}: the round closed while retrying {step}; "
+            f"nothing was uploaded after the close.{last}"
         )
 
 
@@ -93,7 +93,8 @@ def within_round(
     """Make a task's transient failure end the run as "round closed while retrying" when its
     next retry (after `delays(attempt)` seconds) could not start before the step's deadline.
 
-    `final` marks the irreversible step (the upload): it never starts after the close.
+    `final` marks the steps of the upload (checking the round, uploading, submitting): they
+    retry until the close, not the margin before it, and never start after it.
     """
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:

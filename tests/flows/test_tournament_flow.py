@@ -45,14 +45,16 @@ def test_a_round_submits_once_with_the_trigger_id_covering_every_live_id(sandbox
     assert list(written.columns) == ["id", "prediction"] and len(written) == submission.row_count
 
 
-def test_a_second_run_of_the_round_loads_the_cached_model_and_does_not_submit_again(sandbox):
+def test_a_second_run_of_the_round_ends_after_the_account_check_and_does_not_submit_again(
+    sandbox,
+):
     first = tournament_node(_node(), trigger_id="trigger-b", return_state=True)
     second = tournament_node(_node(), trigger_id="trigger-b", return_state=True)
 
     assert _task_states(first)["train"] == ["Completed"]
-    assert _task_states(second)["train"] == ["Cached"]
-    assert _task_states(second)["score-validation"] == ["Cached"]
+    assert set(_task_states(second)) == {"resolve-round", "check-account", "find-submission"}
     assert second.result().status == "already-submitted"
+    assert second.result().submission_id == first.result().submission_id
     assert len(sandbox.submissions("sandbox_model")) == 1
 
 
@@ -70,6 +72,7 @@ def test_a_new_round_submits_again_without_retraining(sandbox):
     state = tournament_node(_node(), trigger_id="round-2", return_state=True)
 
     assert _task_states(state)["train"] == ["Cached"]
+    assert _task_states(state)["score-validation"] == ["Cached"]
     rounds = sorted((s.round, s.trigger_id) for s in sandbox.submissions("sandbox_model"))
     assert rounds == [(new_round - 1, "round-1"), (new_round, "round-2")]
     assert set(sandbox.submissions("sandbox_model")[-1].ids) == set(sandbox.live_ids())
