@@ -96,16 +96,16 @@ def fetch(
     except httpx.HTTPError as exc:
         raise NumeraiUnavailable(
             f"Downloading {dest.name} failed ({type(exc).__name__}) after "
-            f"{part.stat().st_size if part.exists() else 0} bytes; the task is retried and "
-            "resumes where it stopped."
+            f"{part.stat().st_size if part.exists() else 0} bytes; a retry resumes where it "
+            "stopped."
         ) from None
     size = part.stat().st_size
     if total is not None and size != total:
         if size > total:
             part.unlink()
         raise NumeraiUnavailable(
-            f"The download of {dest.name} stopped at {size} of {total} bytes; the task is "
-            "retried and resumes where it stopped."
+            f"The download of {dest.name} stopped at {size} of {total} bytes; a retry "
+            "resumes where it stopped."
         )
     try:
         check_file(part, full=size <= FULL_CHECK_BYTES, kind=dest.suffix)
@@ -126,7 +126,7 @@ def served_size(url: str, *, timeout: httpx.Timeout) -> int | None:
             return int(length) if length else None
     except httpx.HTTPError as exc:
         raise NumeraiUnavailable(
-            f"Numerai's file storage did not answer ({type(exc).__name__}); the task is retried."
+            f"Numerai's file storage did not answer ({type(exc).__name__})."
         ) from None
 
 
@@ -141,7 +141,7 @@ def _accept(response: httpx.Response, offset: int, name: str) -> tuple[int | Non
         # A range we did not ask for: start again rather than stitch the wrong bytes.
         raise _StartOver(
             f"Resuming {name} got an unexpected range "
-            f"({response.headers.get('content-range')!r}); the task is retried from the start."
+            f"({response.headers.get('content-range')!r}); a retry starts from the beginning."
         )
     if status == 200:
         length = response.headers.get("content-length")
@@ -154,6 +154,6 @@ def _accept(response: httpx.Response, offset: int, name: str) -> tuple[int | Non
     if status == 404:
         raise DatasetNotFound(f"Numerai's file storage has no {name} (HTTP 404).")
     raise NumeraiUnavailable(
-        f"Numerai's file storage answered HTTP {status} for {name}; the task is retried "
-        "(nothing of that answer is kept)."
+        f"Numerai's file storage answered HTTP {status} for {name} (nothing of that "
+        "answer is kept)."
     )

@@ -48,8 +48,8 @@ def locked(path: Path, timeout: float) -> Iterator[None]:
     except Timeout:
         raise CacheBusy(
             f"Another run has held {path.name} for over {timeout:.0f} s (its lock is "
-            f"{lock_path(path)}). This task is retried; if no other run is working on it, "
-            "its process hangs: stop it."
+            f"{lock_path(path)}). If no other run is working on it, its process hangs: "
+            "stop it."
         ) from None
     try:
         yield

@@ -17,7 +17,13 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows import cache, files
-from flows.errors import ConfigurationError, NodeError, RoundClosed, TooManyRestarts
+from flows.errors import (
+    ConfigurationError,
+    DatasetNotFound,
+    NodeError,
+    RoundClosed,
+    TooManyRestarts,
+)
 from flows.keys import connect
 from flows.numerai import RoundInfo, Submission
 from flows.settings import load_settings
@@ -40,12 +46,13 @@ class DataSource(BaseModel):
     data_dir: Path = Field(description="Local data cache for this API.")
 
     @classmethod
-    def from_settings(cls, tournament: int, data_version: str) -> DataSource:
+    def from_settings(cls, tournament: int, data_version: str | None) -> DataSource:
+        """The API and cache of the settings; without a pinned version, the newest served."""
         settings = load_settings()
         return cls(
             api_url=settings.api_url,
             tournament=tournament,
-            data_version=data_version,
+            data_version=data_version or newest_data_version(Tournament(tournament)),
             data_dir=settings.data_dir,
         )
 
@@ -160,6 +167,21 @@ _RETRIES: _RetryOptions = {
 }
 
 
+@task(name="data-version", cache_policy=NO_CACHE, **_RETRIES)
+def newest_data_version(tournament: Tournament) -> str:
+    """The newest data version Numerai serves for the tournament (for a node that pins none)."""
+    served = connect(tournament).served_versions()
+    prefix = "" if tournament == Tournament.CLASSIC else f"{tournament.label}/"
+    own = [v for v in served if (v.rsplit("/", 1)[0] + "/" if "/" in v else "") == prefix]
+    if not own:
+        raise DatasetNotFound(
+            f"Numerai lists no {tournament.label} data version (it lists: "
+            f"{', '.join(served) or 'nothing'}). Pin one with the node's data_version."
+        )
+    get_run_logger().info("Using the newest data version Numerai serves: %s", own[-1])
+    return own[-1]
+
+
 @task(name="resolve-round", cache_policy=NO_CACHE, **_RETRIES)
 @within_round("resolve-round", next_retry_delay)
 def resolve_round(source: DataSource, round_number: int | None = None) -> RoundInfo:
@@ -241,6 +263,9 @@ class Submitter(BaseModel):
     model_id: str | None = Field(description="Its id, from check-account; None: upload is off.")
     round_number: int = Field(description="The round submitted for.")
     trigger_id: str | None = Field(description="Numerai's trigger id; None: a manual or cron run.")
+    resubmit: bool = Field(
+        False, description="Upload even over the round's submission (Numerai keeps the new one)."
+    )
 
     @property
     def uploading_as(self) -> str:
@@ -263,12 +288,27 @@ class Submitter(BaseModel):
 
 
 def submitter(
-    source: DataSource, model_name: str, upload: bool, round_number: int, trigger_id: str | None
+    source: DataSource,
+    model_name: str,
+    upload: bool,
+    round_number: int,
+    trigger_id: str | None,
+    resubmit: bool = False,
 ) -> Submitter:
     """Check the keys and the model first when the run uploads (check-account)."""
     model_id = check_account(source, model_name) if upload else None
+    if resubmit and upload:
+        get_run_logger().warning(
+            "Re-submitting as asked: Numerai takes this run's file as the round's submission "
+            "for %s, whatever was submitted before.",
+            model_name,
+        )
     return Submitter(
-        model_name=model_name, model_id=model_id, round_number=round_number, trigger_id=trigger_id
+        model_name=model_name,
+        model_id=model_id,
+        round_number=round_number,
+        trigger_id=trigger_id,
+        resubmit=resubmit,
     )
 
 
@@ -277,6 +317,8 @@ def submitter(
 @within_round("find-submission", next_retry_delay, final=True)
 def find_submission(source: DataSource, who: Submitter) -> Submission | None:
     """Read the model's submissions: has the round one this run would skip its upload for?"""
+    if who.resubmit:
+        return None
     found = connect(source.tournament).submissions(who.uploading_as)
     return skipping_submission(found, who.round_number, who.trigger_id)
 
@@ -326,7 +368,11 @@ def submit(
     guard = source.data_dir / "submissions" / f"{who.model_name}-{who.round_number}"
     with files.locked(guard, load_settings().lock_timeout_seconds):
         found = client.submissions(who.uploading_as)
-        earlier = skipping_submission(found, who.round_number, who.trigger_id)
+        if who.resubmit:  # only this run's own file, created by a try whose answer was lost
+            mine = [s for s in found if s.round == who.round_number and s.filename == filename]
+            earlier = mine[0] if mine else None
+        else:
+            earlier = skipping_submission(found, who.round_number, who.trigger_id)
         if earlier is None:
             window = current_window()
             if window is not None:

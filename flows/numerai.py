@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,9 @@ from flows.errors import (
 )
 from flows.settings import load_settings
 from flows.tournaments import CLASSIC, SIGNALS
+
+# How Numerai's API says a dataset file does not exist.
+_NOT_FOUND = ("not found", "no such", "does not exist")
 
 # Every call to Numerai has a deadline, so a hung peer costs a retry, not the round.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -80,7 +84,7 @@ class _BoundApi:
         if not isinstance(result, dict) or ("data" not in result and not result.get("errors")):
             raise NumeraiUnavailable(
                 f"Numerai's API at {self.url} did not answer in time (or not at all). Check the "
-                "network, or NUMERAI_API_URL if you set it; the task is retried."
+                "network, or NUMERAI_API_URL if you set it."
             )
         if result.get("errors"):
             raise _translate(str(self._handle_call_error(result["errors"])), self.url)
@@ -152,15 +156,34 @@ class NumeraiClient:
         try:
             url = self._api.raw_query(query, variables)["data"]["dataset"]
         except NumeraiApiError as exc:
-            if "not found" in str(exc).lower() or "no such" in str(exc).lower():
-                raise DatasetNotFound(
-                    f"Numerai does not serve '{filename}'. Check the node's data_version; "
-                    f"`numerai-nodes` lists what is served with the API's listDatasets."
-                ) from None
+            if any(words in str(exc).lower() for words in _NOT_FOUND):
+                raise DatasetNotFound(self._not_served(filename)) from None
             raise
         if not url:
             raise DatasetNotFound(f"Numerai does not serve '{filename}' right now.")
         return str(url)
+
+    def served_versions(self) -> list[str]:
+        """The data versions Numerai lists now (e.g. v5.0, v5.2, signals/v2.0), oldest first."""
+        return sorted(
+            {name.rsplit("/", 1)[0] for name in self.list_datasets() if "/" in name},
+            key=version_key,
+        )
+
+    def _not_served(self, filename: str) -> str:
+        version = filename.rsplit("/", 1)[0] if "/" in filename else None
+        try:
+            served = self.served_versions()
+        except Exception:  # the listing is only a hint; the answer is that the file is missing
+            served = []
+        if version is not None and served and version not in served:
+            return (
+                f"Numerai serves no data version '{version}'. Set the node's data_version to "
+                f"one it serves: {', '.join(served)}."
+            )
+        return f"Numerai does not serve '{filename}'. Check the node's data_version" + (
+            f" (served: {', '.join(served)})." if served else "."
+        )
 
     def download(self, filename: str, dest: Path, round_number: int | None = None) -> int:
         """Download one dataset file to `dest` (resumable, checked; call it under dest's lock)."""
@@ -296,7 +319,7 @@ class NumeraiClient:
             )
         except httpx.HTTPError as exc:
             raise NumeraiUnavailable(
-                f"Uploading the predictions failed: {type(exc).__name__}. The task is retried."
+                f"Uploading the predictions failed: {type(exc).__name__}."
             ) from None
         if response.status_code >= 300:
             raise UploadRejected(
@@ -304,6 +327,12 @@ class NumeraiClient:
                 f"{response.status_code}: {response.text[:200].strip()}). Nothing was submitted.",
                 transient=response.status_code >= 500,
             )
+
+
+def version_key(version: str) -> tuple[str, tuple[int, ...]]:
+    """Sort data versions as versions (v5.10 after v5.9), each tournament's apart."""
+    prefix, _, number = version.rpartition("/")
+    return prefix, tuple(int(part) for part in re.findall(r"\d+", number))
 
 
 def _parse_time(value: str | None) -> datetime | None:

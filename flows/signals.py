@@ -43,6 +43,7 @@ from flows.prices import (
 )
 from flows.report import EraScores, publish_coverage, publish_report, score_eras
 from flows.settings import load_settings, source_label
+from flows.spec import check_params
 from flows.validation import PredictionSummary, check_signals
 from models import signals
 
@@ -52,7 +53,11 @@ class SignalsNode(NodeSettings):
 
     name: str = Field("signals", description="The node's name, shown in artifacts.")
     numerai_model: str = Field("my_signals_model", description="The Signals model to submit as.")
-    data_version: str = Field("signals/v2.0", description="Numerai Signals dataset version.")
+    data_version: str | None = Field(
+        None,
+        description="Numerai Signals dataset version, e.g. signals/v2.0. Unset: the newest "
+        "Numerai serves when the run starts (pin it to keep a trained model across releases).",
+    )
     target: str = Field("target", description="The target column of the training data.")
     ticker_overrides: dict[str, str] = Field(
         default_factory=dict,
@@ -329,6 +334,7 @@ def signals_node(
     node: SignalsNode | None = None,
     trigger_id: str | None = None,
     round_number: int | None = None,
+    resubmit: bool = False,
 ) -> SubmissionOutcome:
     """Numerai Signals node: predict the live universe from Yahoo prices and submit with
     Numerai's trigger id.
@@ -337,20 +343,24 @@ def signals_node(
     missing daily prices, load the cached model or train it, compute features, predict,
     validate, upload, submit, report. A run for a round that already has its submission (this
     trigger id's, or a fallback or manual run's) ends after checking the account, with nothing
-    downloaded or uploaded.
+    downloaded or uploaded; `resubmit` uploads anyway, and Numerai keeps the new file.
 
     Tickers without a Yahoo symbol, without prices or with stale prices are left out and listed
     in the coverage artifact; with fewer than 100 left the run fails before any upload.
     """
     node = node or SignalsNode()
     refuse_endless_restarts()
+    # A wrong parameter fails now, before the account check and any download.
+    node = node.model_copy(update={"params": check_params(signals, node.params)})
     source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
     current = resolve_round(source, round_number)
     predictions_file = cache.predictions_path(
         source.data_dir, source.data_version, current.number, node.name
     )
     with window.opened(round_window(current)):
-        who = submitter(source, node.numerai_model, node.upload, current.number, trigger_id)
+        who = submitter(
+            source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+        )
         if (done := round_submitted(source, who, predictions_file)) is not None:
             return done  # a fallback, manual or restarted run of a round already submitted
         live_path = download_dataset(source, "live.parquet", current.number)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
-from types import ModuleType
 from uuid import UUID
 
 import lightgbm
@@ -18,7 +16,7 @@ from pydantic import Field
 
 from flows import cache, files, window
 from flows.entrypoints import TOURNAMENT_FLOW
-from flows.errors import ConfigurationError, InvalidPredictions
+from flows.errors import InvalidPredictions
 from flows.node import (
     DataSource,
     NodeSettings,
@@ -36,6 +34,7 @@ from flows.node import (
 )
 from flows.report import EraScores, publish_report, score_eras
 from flows.settings import source_label
+from flows.spec import check_choice, check_params, model_module
 from flows.validation import PredictionSummary, check_classic
 from models.frames import read_columns, read_ids
 
@@ -48,21 +47,13 @@ class TournamentNode(NodeSettings):
     model: str = Field(
         "models.tournament", description="Python module with train(), predict() and DEFAULT_PARAMS."
     )
-    data_version: str = Field("v5.2", description="Numerai dataset version.")
+    data_version: str | None = Field(
+        None,
+        description="Numerai dataset version, e.g. v5.2. Unset: the newest Numerai serves "
+        "when the run starts (pin it to keep a trained model across Numerai's releases).",
+    )
     feature_set: str = Field("small", description="A feature set from features.json.")
     target: str = Field("target", description="The target column to train on.")
-
-
-def model_module(name: str) -> ModuleType:
-    """Import the node's model module and check it has what a node calls."""
-    try:
-        module = importlib.import_module(name)
-    except ImportError as exc:
-        raise ConfigurationError(f"Cannot import the model module '{name}': {exc}") from None
-    missing = [attr for attr in ("train", "predict") if not hasattr(module, attr)]
-    if missing:
-        raise ConfigurationError(f"The model module '{name}' has no {' or '.join(missing)}().")
-    return module
 
 
 def model_cache_key(context: TaskRunContext, parameters: dict) -> str:
@@ -88,16 +79,17 @@ def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
 
 
 @task(name="features", cache_policy=NO_CACHE)
-def load_features(source: DataSource, feature_set: str) -> list[str]:
-    """The feature names of `feature_set`, from the data version's features.json."""
+def load_features(source: DataSource, feature_set: str, target: str) -> list[str]:
+    """The feature names of `feature_set`, from the data version's features.json, which also
+    lists the targets: a wrong one fails here, before the training data is downloaded."""
     path = download_dataset(source, "features.json")
     with cache.reading(path):
-        sets = json.loads(path.read_text())["feature_sets"]
-    if feature_set not in sets:
-        raise ConfigurationError(
-            f"features.json of {source.data_version} has no feature set '{feature_set}'; "
-            f"choose one of: {', '.join(sorted(sets))}."
-        )
+        listed = json.loads(path.read_text())
+    where = f"features.json of {source.data_version}"
+    sets = listed["feature_sets"]
+    check_choice("feature set", feature_set, list(sets), where)
+    if "targets" in listed:
+        check_choice("target", target, list(listed["targets"]), where)
     return list(sets[feature_set])
 
 
@@ -180,26 +172,31 @@ def tournament_node(
     node: TournamentNode | None = None,
     trigger_id: str | None = None,
     round_number: int | None = None,
+    resubmit: bool = False,
 ) -> SubmissionOutcome:
     """Numerai Classic node: predict the open round and submit with Numerai's trigger id.
 
     Steps: resolve the round, download live data, load the cached model or train it, predict,
     validate, upload, submit, report. A run for a round that already has its submission (this
     trigger id's, or a fallback or manual run's) ends after checking the account, with nothing
-    downloaded or uploaded.
+    downloaded or uploaded; `resubmit` uploads anyway, and Numerai keeps the new file.
     """
     node = node or TournamentNode()
     refuse_endless_restarts()
+    # A wrong module or parameter fails now, before the account check and any download.
+    node = node.model_copy(update={"params": check_params(model_module(node.model), node.params)})
     source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
     current = resolve_round(source, round_number)
     predictions_file = cache.predictions_path(
         source.data_dir, source.data_version, current.number, node.name
     )
     with window.opened(round_window(current)):
-        who = submitter(source, node.numerai_model, node.upload, current.number, trigger_id)
+        who = submitter(
+            source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+        )
         if (done := round_submitted(source, who, predictions_file)) is not None:
             return done  # a fallback, manual or restarted run of a round already submitted
-        features = load_features(source, node.feature_set)
+        features = load_features(source, node.feature_set, node.target)
         trained = train_model(source, node, features, return_state=True)
         model = trained.result()
         live_path = download_dataset(source, "live.parquet", current.number)

@@ -31,13 +31,6 @@ class NodesGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         _hide_flag_types(self)
 
-    def get_params(self, ctx: Context) -> list[Any]:
-        params = super().get_params(ctx)  # typer adds its completion options here
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
-
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -46,10 +39,21 @@ class NodesGroup(TyperGroup):
 
 
 def _hide_flag_types(command: Any) -> None:
-    """Typer shows every option's type in help; for an on/off flag `<bool>` says nothing."""
-    for param in getattr(command, "params", []):
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
+    """Typer shows every option's type in help; for an on/off flag `<bool>` says nothing.
+
+    The options of a command, `--help` and typer's completion flags among them, exist only once
+    `get_params` builds them, so each command's `get_params` blanks its flags' type.
+    """
+    build = command.get_params
+
+    def get_params(ctx: Any) -> list[Any]:
+        params = build(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+    command.get_params = get_params
     for child in getattr(command, "commands", {}).values():
         _hide_flag_types(child)
 

@@ -75,6 +75,14 @@ RoundNumber = Annotated[
     int | None, typer.Option("--round", help="Round to predict (default: the open one).")
 ]
 Score = Annotated[bool, typer.Option(help="Score the model per era on validation data.")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Submit even if the round already has a submission (Numerai keeps the new file "
+        "as the round's submission). Without it a run never uploads over one.",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
@@ -93,6 +101,7 @@ def tournament(
     trigger_id: TriggerId = None,
     round_number: RoundNumber = None,
     score: Score = True,
+    force: Force = False,
     as_json: AsJson = False,
 ) -> None:
     """Run the Classic tournament node in-process: download, train or load, predict, submit.
@@ -111,7 +120,7 @@ def tournament(
             numerai_model=name, data_version=data_version, feature_set=feature_set, target=target
         )
         node = TournamentNode(**given, params=params, score_validation=score, upload=upload)
-        outcome, seconds = _run_flow(tournament_node, node, trigger_id, round_number)
+        outcome, seconds = _run_flow(tournament_node, node, trigger_id, round_number, force)
     _print_outcome("Tournament node", outcome, seconds, as_json)
 
 
@@ -127,6 +136,7 @@ def signals(
     trigger_id: TriggerId = None,
     round_number: RoundNumber = None,
     score: Score = True,
+    force: Force = False,
     as_json: AsJson = False,
 ) -> None:
     """Run the Signals node in-process: live universe, Yahoo prices, train or load, submit.
@@ -142,7 +152,7 @@ def signals(
         name, upload = _submit_as(model, sandbox_models)
         given = declared | _given(numerai_model=name, data_version=data_version, target=target)
         node = SignalsNode(**given, params=params, score_validation=score, upload=upload)
-        outcome, seconds = _run_flow(signals_node, node, trigger_id, round_number)
+        outcome, seconds = _run_flow(signals_node, node, trigger_id, round_number, force)
     _print_outcome("Signals node", outcome, seconds, as_json)
 
 
@@ -269,13 +279,13 @@ def _sandbox(size: str, tournament: Tournament):
             running.stop()
 
 
-def _run_flow(node_flow, node, trigger_id: str | None, round_number: int | None):
+def _run_flow(node_flow, node, trigger_id: str | None, round_number: int | None, force: bool):
     from flows.errors import NodeError
 
     quiet_expected_tracebacks()
     started = time.perf_counter()
     try:
-        state = node_flow(node, trigger_id, round_number, return_state=True)
+        state = node_flow(node, trigger_id, round_number, force, return_state=True)
     except RuntimeError as exc:
         if "ephemeral" not in str(exc).lower():
             raise
