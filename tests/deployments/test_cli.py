@@ -47,3 +47,19 @@ def test_node_test_with_the_stack_down_says_so_and_starts_no_server(stack_down, 
     assert "the local stack is not running and PREFECT_API_URL is not set" in text
     assert "numerai-nodes up" in text
     assert "temporary server" not in text.lower() and "Traceback" not in text
+
+
+def test_doctor_with_the_stack_down_names_it_and_starts_no_server(stack_down, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).parents[2])
+    for name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NUMERAI_API_URL", "http://127.0.0.1:9/")  # never the real Numerai
+    result = CliRunner().invoke(app, ["doctor"], env=WIDE)
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert (
+        "no Prefect server: the local stack is not running and PREFECT_API_URL is not set" in text
+    )
+    assert "temporary server" not in text.lower() and "Traceback" not in text

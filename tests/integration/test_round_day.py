@@ -231,6 +231,24 @@ def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
         (submission,) = stack.submissions(row["trigger_id"])
         assert submission["id"] == row["submission_id"] and submission["round"] == row["round"]
     assert "using the local stack that is already up" in result.stderr.lower()
+    assert "Opened Classic round" in result.stderr and "Signals round" in result.stderr
+
+
+def test_an_in_process_run_uses_the_stack_and_resubmits_only_with_force(stack):
+    """`run --sandbox` next to a running stack: its sandbox, its Prefect server (the run shows
+    in its UI), the declared node's model settings; a second manual run uploads only if forced."""
+    args = ("run", "tournament", "--sandbox", "--no-score", "--json")
+    plain, forced = stack.cli(*args), stack.cli(*args, "--force")
+    for result in (plain, forced):
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Using the local stack's Prefect server" in result.stderr
+        assert "Using the local stack's sandbox" in result.stderr
+        assert "Model settings of node 'tournament'" in result.stderr
+    outcome = json.loads(forced.stdout[forced.stdout.index("{") :])
+    assert outcome["status"] == "submitted"
+    assert json.loads(plain.stdout[plain.stdout.index("{") :])["status"] == "already-submitted"
+    runs = stack.api("flow_runs/filter", {"limit": 200}).json()
+    assert sum(run["name"] == "tournament-manual" for run in runs) >= 2
 
 
 def _stop_worker(pid: int) -> None:
