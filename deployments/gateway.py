@@ -206,6 +206,7 @@ async def _prefect_reachable(client: httpx.AsyncClient, settings: GatewaySetting
 def serve(settings: GatewaySettings) -> None:
     """Run the gateway with uvicorn until interrupted. The access log is off: URLs hold tokens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per delivery and health check
     logging.getLogger(__name__).info(
         "Serving the webhooks of %s on http://%s:%d/hooks/<node>/<token>, for Prefect at %s",
         ", ".join(sorted(settings.tokens)),

@@ -3,6 +3,7 @@ prefect.gcp.yaml, which build an amd64 image sized by preset."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,13 +114,18 @@ def test_every_node_declares_its_trigger_as_the_event_contract_spells_it(documen
         (trigger,) = entry["triggers"]
         assert trigger["expect"] == [EVENT_NAME]
         assert trigger["match"] == {"prefect.resource.id": node_resource_id(name)}
+        # The automation Prefect makes of it is named for what it does, not `<node>__automation_1`.
+        assert trigger["name"] == f"{name}: run on Numerai's webhook"
 
 
-def test_a_node_flow_is_declared_once_and_the_flows_use_that_declaration():
+def test_a_node_flow_is_declared_once_and_the_flows_use_that_declaration(monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
 
     from flows.entrypoints import NODE_FLOWS
 
+    # Prefect puts the entrypoint's folder (flows/) on sys.path, where flows/numerai.py would
+    # then shadow numerai-cli's `numerai` package for every later test.
+    monkeypatch.setattr(sys, "path", list(sys.path))
     for entrypoint, declared in NODE_FLOWS.items():
         flow = load_flow_from_entrypoint(str(ROOT / entrypoint))
         assert flow.name == declared.flow_name

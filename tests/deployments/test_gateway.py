@@ -350,6 +350,8 @@ def _post_slowly(base: str, path: str, body: bytes, pause: float) -> tuple[bytes
         sock.settimeout(1)
         try:
             closed = sock.recv(1) == b""
+        except ConnectionResetError:  # closed with unread bytes of ours still in its buffer
+            closed = True
         except TimeoutError:
             closed = False
     return answer + (b"\n[closed]" if closed else b""), elapsed

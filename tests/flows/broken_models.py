@@ -6,7 +6,7 @@ import numpy as np
 
 from models import tournament
 
-DEFAULT_PARAMS = {"n_estimators": 5}
+DEFAULT_PARAMS = {"n_estimators": 5, "learning_rate": 0.1}
 train = tournament.train
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models import tournament
 
-DEFAULT_PARAMS = {"n_estimators": 5}
+DEFAULT_PARAMS = {"n_estimators": 5, "learning_rate": 0.1}
 train = tournament.train
 
 

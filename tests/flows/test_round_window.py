@@ -15,7 +15,9 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 
 def _node() -> TournamentNode:
-    return TournamentNode(numerai_model="sandbox_model", params=FAST, score_validation=False)
+    return TournamentNode(
+        numerai_model="sandbox_model", data_version="v5.2", params=FAST, score_validation=False
+    )
 
 
 @pytest.mark.parametrize("order", [("fallback", "webhook"), ("webhook", "fallback")])

@@ -20,7 +20,8 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 
 def _node(**overrides) -> SignalsNode:
-    return SignalsNode(**{"numerai_model": "sandbox_signals", "params": FAST, **overrides})
+    pinned = {"numerai_model": "sandbox_signals", "data_version": "signals/v2.0", "params": FAST}
+    return SignalsNode(**(pinned | overrides))
 
 
 def _coverage(artifacts: dict) -> dict[str, dict]:

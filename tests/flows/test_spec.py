@@ -17,7 +17,12 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 
 def _node(**overrides) -> TournamentNode:
-    settings = {"numerai_model": "sandbox_model", "params": FAST, "score_validation": False}
+    settings = {
+        "numerai_model": "sandbox_model",
+        "data_version": "v5.2",
+        "params": FAST,
+        "score_validation": False,
+    }
     return TournamentNode(**(settings | overrides))
 
 

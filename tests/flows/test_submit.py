@@ -38,7 +38,13 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 def _node(**overrides) -> TournamentNode:
     return TournamentNode(
-        **{"numerai_model": "sandbox_model", "params": FAST, "score_validation": False, **overrides}
+        **{
+            "numerai_model": "sandbox_model",
+            "data_version": "v5.2",  # pinned, as prefect.yaml pins it: no version look-up
+            "params": FAST,
+            "score_validation": False,
+            **overrides,
+        }
     )
 
 

@@ -24,7 +24,9 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
 
 def _node(**overrides) -> TournamentNode:
-    return TournamentNode(**{"numerai_model": "sandbox_model", "params": FAST, **overrides})
+    # Pinned, as prefect.yaml pins it: the call counts below hold no version look-up.
+    pinned = {"numerai_model": "sandbox_model", "data_version": "v5.2", "params": FAST}
+    return TournamentNode(**(pinned | overrides))
 
 
 def _failure(state) -> BaseException:

@@ -135,10 +135,15 @@ def test_up_again_says_the_stack_is_up(stack):
 
 
 def test_status_tails_thelogs(stack):
+    _wait_idle(stack)
+    last = stack.stack.log_tail("worker", 1)
     result = runner.invoke(app, ["status", "--logs", "5"])
     assert result.exit_code == 0, result.output
-    assert "worker.log" in result.output
-    assert "Worker 'numerai-nodes-local' started" in _text(result)
+    assert "worker.log" in result.output and "gateway.log" in result.output
+    as_json = runner.invoke(app, ["status", "--logs", "5", "--json"])
+    tails = json.loads(as_json.stdout)["logs"]
+    assert last and tails["worker"].splitlines()[-1] == last
+    assert all(len(tail.splitlines()) <= 5 for tail in tails.values())
 
 
 # Round day through the stack ---------------------------------------------------------------------
