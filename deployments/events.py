@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-EVENT_NAME = "numerai.webhook.received"
-RESOURCE_PREFIX = "numerai.node."
-TRIGGER_ID_LABEL = "numerai.trigger-id"
+from flows.events import (
+    EVENT_NAME,
+    NODE_NAME_PATTERN,
+    RESOURCE_PREFIX,
+    TRIGGER_ID_LABEL,
+    check_node_name,
+    node_resource_id,
+)
+
+# The contract's names live in flows/events.py (the flows emit events too); these re-exports keep
+# the gateway's, the template's and the catalogue's imports in one place.
+__all__ = [
+    "EVENT_ID_NAMESPACE",
+    "EVENT_NAME",
+    "MAX_TRIGGER_ID_LENGTH",
+    "NODE_NAME_PATTERN",
+    "RESOURCE_PREFIX",
+    "TRIGGER_ID_LABEL",
+    "WebhookBody",
+    "build_event",
+    "check_node_name",
+    "describe_validation_error",
+    "event_id",
+    "node_resource_id",
+]
+
 MAX_TRIGGER_ID_LENGTH = 128
 # Fixed forever: changing it changes every event id, and with it the de-duplication of deliveries.
 EVENT_ID_NAMESPACE = uuid.UUID("df6f9955-1fb6-5b3b-9953-906052c55f84")
-# Node names end up in URLs, resource ids, env var names and Secret block names: keep them plain.
-NODE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class WebhookBody(BaseModel):
@@ -32,21 +52,6 @@ class WebhookBody(BaseModel):
     roundNumber: int | None = Field(None, description="The round that opened.")
     dataVersion: str | None = Field(None, description="The dataset version, e.g. `v5.2`.")
     isTest: bool | None = Field(None, description="True when the call is a test trigger.")
-
-
-def check_node_name(node: str) -> str:
-    """Return `node` if it is a valid node name, else raise ValueError naming the rule."""
-    if not isinstance(node, str) or not NODE_NAME_PATTERN.fullmatch(node):
-        raise ValueError(
-            f"Invalid node name {node!r}: use 1-63 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit."
-        )
-    return node
-
-
-def node_resource_id(node: str) -> str:
-    """The Prefect resource id of a node, e.g. `numerai.node.tournament-lgbm`."""
-    return RESOURCE_PREFIX + check_node_name(node)
 
 
 def event_id(node: str, trigger_id: str) -> uuid.UUID:

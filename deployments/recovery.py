@@ -27,9 +27,9 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from pydantic import Field
 
+from flows.events import NODE_TAG
 from flows.settings import HomeSettings
 
-NODE_TAG = "numerai-node"
 CRASHED_RUNS = "numerai-nodes: run crashed node runs again"
 SILENT_RUNS = "numerai-nodes: mark silent node runs crashed"
 AUTOMATIONS = (SILENT_RUNS, CRASHED_RUNS)

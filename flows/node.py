@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +27,7 @@ from flows.errors import (
 from flows.keys import connect
 from flows.numerai import RoundInfo, Submission
 from flows.settings import load_settings
+from flows.steps import note_failed_step
 from flows.tournaments import TOURNAMENT_HELP, Tournament
 from flows.window import RoundWindow, within_round
 from flows.window import current as current_window
@@ -151,12 +152,14 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bo
 
 
 class _RetryOptions(TypedDict):
-    """The `@task` retry options every Numerai call shares, typed so mypy checks them."""
+    """The `@task` options every Numerai call shares (retries, and the hook that names a failed
+    step), typed so mypy checks them."""
 
     retries: int
     retry_delay_seconds: list[float]
     retry_jitter_factor: float
     retry_condition_fn: Callable[[Task[..., Any], TaskRun, State], bool]
+    on_failure: list[Callable[[Task[..., Any], TaskRun, State], Awaitable[None] | None]]
 
 
 _RETRIES: _RetryOptions = {
@@ -164,6 +167,7 @@ _RETRIES: _RetryOptions = {
     "retry_delay_seconds": RETRY_DELAYS,
     "retry_jitter_factor": RETRY_JITTER,
     "retry_condition_fn": retry_transient,
+    "on_failure": [note_failed_step],
 }
 
 

@@ -1,18 +1,22 @@
-"""Artifacts a run leaves in the Prefect UI: a summary, a per-era chart, a submission table."""
+"""Artifacts a run leaves in the Prefect UI: a summary, a per-era chart, a submission table, and
+for a failed run, what went wrong."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from datetime import datetime
 
 import pandas as pd
 from numerai_tools.scoring import numerai_corr
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from flows.events import FAILURE_REASONS
 from flows.node import SubmissionOutcome
+from flows.steps import note_failed_step
 from flows.validation import PredictionSummary
 from models.signals import Coverage
 
@@ -148,7 +152,7 @@ def publish_coverage(node: str, coverage: Coverage, not_found: Collection[str] =
     )
 
 
-@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+@task(name="report", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def publish_report(
     node: str,
     outcome: SubmissionOutcome,
@@ -172,6 +176,59 @@ def publish_report(
         submission_rows(outcome, checked),
         key=f"{key}-submission",
         description=f"{node}: the submission",
+    )
+
+
+class FailureReport(BaseModel):
+    """What went wrong in a node run, in words a user can act on; never holds a key."""
+
+    node: str
+    model: str
+    round_number: int | None = Field(description="None: the run failed before the round was known.")
+    trigger_id: str | None
+    run_name: str | None
+    step: str = Field(description="The step that failed: a task's name, or `start`.")
+    reason: str = Field(description=f"Why, one of {', '.join(FAILURE_REASONS)}.")
+    error: str = Field(description="The exception's class name.")
+    message: str = Field(description="The error's message, on one line.")
+    uploaded: str = Field(description="What was and was not uploaded and submitted.")
+    next_action: str = Field(description="What the user can do now.")
+    submission_id: str | None = None
+    closes_at: datetime | None = Field(None, description="When the round closes, if known.")
+
+
+def failure_summary(report: FailureReport) -> str:
+    """The markdown of the "what went wrong" artifact."""
+    round_text = f"round {report.round_number}" if report.round_number else "round unknown"
+    closes = f"{report.closes_at:%Y-%m-%d %H:%M} UTC" if report.closes_at else "-"
+    return "\n".join(
+        [
+            f"# {report.node}: {round_text} failed at `{report.step}`",
+            "",
+            f"**What went wrong:** {report.message}",
+            "",
+            f"**Uploaded:** {report.uploaded}",
+            "",
+            f"**Next:** {report.next_action}",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| Step | `{report.step}` ({report.error}) |",
+            f"| Numerai model | `{report.model}` |",
+            f"| Trigger id | `{report.trigger_id or 'none (manual or scheduled run)'}` |",
+            f"| Round closes | {closes} |",
+            f"| Flow run | `{report.run_name or '-'}` |",
+        ]
+    )
+
+
+def publish_failure(report: FailureReport) -> None:
+    """Publish what went wrong under the node's summary key: its latest run's outcome, whatever
+    it was, is what the key shows."""
+    create_markdown_artifact(
+        failure_summary(report),
+        key=f"{_artifact_key(report.node)}-summary",
+        description=f"{report.node}: failed at {report.step}",
     )
 
 

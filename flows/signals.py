@@ -16,6 +16,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from flows import cache, files, window
+from flows.announce import node_run
 from flows.entrypoints import SIGNALS_FLOW
 from flows.errors import ConfigurationError, InsufficientCoverage
 from flows.node import (
@@ -44,6 +45,7 @@ from flows.prices import (
 from flows.report import EraScores, publish_coverage, publish_report, score_eras
 from flows.settings import load_settings, source_label
 from flows.spec import check_params
+from flows.steps import note_failed_step
 from flows.validation import PredictionSummary, check_signals
 from models import signals
 
@@ -96,7 +98,9 @@ def _backoff(seconds: float) -> None:
     time.sleep(seconds * retry_delay_scale())
 
 
-@task(name="map-tickers", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="map-tickers", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step]
+)
 def map_tickers(node: SignalsNode, dataset: Path) -> Path:
     """Map the dataset's Numerai tickers to Yahoo symbols; writes and returns the ticker map."""
     tickers = pd.read_parquet(dataset, columns=["numerai_ticker"])["numerai_ticker"].unique()
@@ -115,7 +119,9 @@ def map_tickers(node: SignalsNode, dataset: Path) -> Path:
     return out
 
 
-@task(name="update-prices", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="update-prices", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step]
+)
 def update_prices(node: SignalsNode, dataset: Path, ticker_map: Path) -> Prices:
     """Fetch the daily prices the dataset's features need: only the days not cached yet.
 
@@ -172,7 +178,7 @@ def _price_coverage(tickers: pd.DataFrame, priced: pd.Series) -> signals.Coverag
     )
 
 
-@task(name="features", cache_policy=NO_CACHE, persist_result=False)
+@task(name="features", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_dir: Path) -> Path:
     """Price features of the dataset's tickers on each of its dates; writes and returns them."""
     rows, mapping = _rows(dataset), pd.read_parquet(ticker_map)
@@ -250,6 +256,7 @@ def _history(source: DataSource, node: SignalsNode, filename: str) -> tuple[Path
     cache_key_fn=model_cache_key,
     persist_result=True,
     result_serializer="pickle",
+    on_failure=[note_failed_step],
 )
 def train_model(source: DataSource, node: SignalsNode, prices_dir: Path):
     """Train on price features joined to Numerai's targets, or load the cached model when
@@ -265,7 +272,12 @@ def train_model(source: DataSource, node: SignalsNode, prices_dir: Path):
     return signals.fit(train, node.target, dict(node.params))
 
 
-@task(name="score-validation", cache_key_fn=_scores_cache_key, persist_result=True)
+@task(
+    name="score-validation",
+    cache_key_fn=_scores_cache_key,
+    persist_result=True,
+    on_failure=[note_failed_step],
+)
 def score_validation(source: DataSource, node: SignalsNode, prices_dir: Path, model) -> EraScores:
     """Per-date numerai_corr of the model on the validation data (cached with the model)."""
     path, ticker_map = _history(source, node, "validation.parquet")
@@ -282,7 +294,7 @@ def score_validation(source: DataSource, node: SignalsNode, prices_dir: Path, mo
     return scores
 
 
-@task(name="predict", cache_policy=NO_CACHE, persist_result=False)
+@task(name="predict", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def predict_live(
     source: DataSource,
     node: SignalsNode,
@@ -313,7 +325,7 @@ def predict_live(
     return out, coverage
 
 
-@task(name="validate", cache_policy=NO_CACHE, persist_result=False)
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionSummary:
     """Check tickers and values against the live universe (and numerai-tools) before upload."""
     frame = pd.read_csv(predictions_path, dtype={"numerai_ticker": str})
@@ -349,35 +361,43 @@ def signals_node(
     in the coverage artifact; with fewer than 100 left the run fails before any upload.
     """
     node = node or SignalsNode()
-    refuse_endless_restarts()
-    # A wrong parameter fails now, before the account check and any download.
-    node = node.model_copy(update={"params": check_params(signals, node.params)})
-    source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
-    current = resolve_round(source, round_number)
-    predictions_file = cache.predictions_path(
-        source.data_dir, source.data_version, current.number, node.name
-    )
-    with window.opened(round_window(current)):
-        who = submitter(
-            source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+    with node_run(node.name, node.numerai_model, trigger_id, round_number) as run:
+        refuse_endless_restarts()
+        # A wrong parameter fails now, before the account check and any download.
+        node = node.model_copy(update={"params": check_params(signals, node.params)})
+        source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
+        current = run.resolved(resolve_round(source, round_number))
+        predictions_file = cache.predictions_path(
+            source.data_dir, source.data_version, current.number, node.name
         )
-        if (done := round_submitted(source, who, predictions_file)) is not None:
-            return done  # a fallback, manual or restarted run of a round already submitted
-        live_path = download_dataset(source, "live.parquet", current.number)
-        ticker_map = map_tickers(node, live_path)
-        prices = update_prices(node, live_path, ticker_map)
-        trained = train_model(source, node, prices.directory, return_state=True)
-        model = trained.result()
-        features = compute_features(node, live_path, ticker_map, prices.directory)
-        predictions_path, coverage = predict_live(
-            source, node, model, features, live_path, ticker_map, prices, current.number
+        with window.opened(round_window(current)):
+            who = submitter(
+                source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+            )
+            if (done := round_submitted(source, who, predictions_file)) is not None:
+                return run.submitted(done)  # a fallback, manual or restarted run: nothing to do
+            live_path = download_dataset(source, "live.parquet", current.number)
+            ticker_map = map_tickers(node, live_path)
+            prices = update_prices(node, live_path, ticker_map)
+            trained = train_model(source, node, prices.directory, return_state=True)
+            model = trained.result()
+            features = compute_features(node, live_path, ticker_map, prices.directory)
+            predictions_path, coverage = predict_live(
+                source, node, model, features, live_path, ticker_map, prices, current.number
+            )
+            checked = validate_predictions(predictions_path, live_path)
+            outcome = run.submitted(submit_predictions(source, who, predictions_path))
+        scores = (
+            score_validation(source, node, prices.directory, model)
+            if node.score_validation
+            else None
         )
-        checked = validate_predictions(predictions_path, live_path)
-        outcome = submit_predictions(source, who, predictions_path)
-    scores = (
-        score_validation(source, node, prices.directory, model) if node.score_validation else None
-    )
-    publish_report(
-        node.name, outcome, checked, scores, trained=trained.name != "Cached", coverage=coverage
-    )
-    return outcome
+        publish_report(
+            node.name,
+            outcome,
+            checked,
+            scores,
+            trained=trained.name != "Cached",
+            coverage=coverage,
+        )
+        return outcome

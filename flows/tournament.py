@@ -15,6 +15,7 @@ from prefect.context import TaskRunContext
 from pydantic import Field
 
 from flows import cache, files, window
+from flows.announce import node_run
 from flows.entrypoints import TOURNAMENT_FLOW
 from flows.errors import InvalidPredictions
 from flows.node import (
@@ -35,6 +36,7 @@ from flows.node import (
 from flows.report import EraScores, publish_report, score_eras
 from flows.settings import source_label
 from flows.spec import check_choice, check_params, model_module
+from flows.steps import note_failed_step
 from flows.validation import PredictionSummary, check_classic
 from models.frames import read_columns, read_ids
 
@@ -78,7 +80,7 @@ def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
     return "validation-" + model_cache_key(context, parameters)
 
 
-@task(name="features", cache_policy=NO_CACHE)
+@task(name="features", cache_policy=NO_CACHE, on_failure=[note_failed_step])
 def load_features(source: DataSource, feature_set: str, target: str) -> list[str]:
     """The feature names of `feature_set`, from the data version's features.json, which also
     lists the targets: a wrong one fails here, before the training data is downloaded."""
@@ -93,7 +95,13 @@ def load_features(source: DataSource, feature_set: str, target: str) -> list[str
     return list(sets[feature_set])
 
 
-@task(name="train", cache_key_fn=model_cache_key, persist_result=True, result_serializer="pickle")
+@task(
+    name="train",
+    cache_key_fn=model_cache_key,
+    persist_result=True,
+    result_serializer="pickle",
+    on_failure=[note_failed_step],
+)
 def train_model(source: DataSource, node: TournamentNode, features: list[str]):
     """Train the model, or load it from the model cache when nothing that shapes it changed."""
     logger = get_run_logger()
@@ -112,7 +120,7 @@ def train_model(source: DataSource, node: TournamentNode, features: list[str]):
         )
 
 
-@task(name="predict", cache_policy=NO_CACHE, persist_result=False)
+@task(name="predict", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def predict_live(
     source: DataSource,
     node: TournamentNode,
@@ -132,7 +140,7 @@ def predict_live(
     return out
 
 
-@task(name="validate", cache_policy=NO_CACHE, persist_result=False)
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionSummary:
     """Check values and ids against the live data (and numerai-tools) before anything is sent."""
     frame = pd.read_csv(predictions_path, dtype={"id": str})
@@ -148,7 +156,12 @@ def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionS
     return checked
 
 
-@task(name="score-validation", cache_key_fn=_scores_cache_key, persist_result=True)
+@task(
+    name="score-validation",
+    cache_key_fn=_scores_cache_key,
+    persist_result=True,
+    on_failure=[note_failed_step],
+)
 def score_validation(
     source: DataSource, node: TournamentNode, features: list[str], model
 ) -> EraScores:
@@ -182,27 +195,31 @@ def tournament_node(
     downloaded or uploaded; `resubmit` uploads anyway, and Numerai keeps the new file.
     """
     node = node or TournamentNode()
-    refuse_endless_restarts()
-    # A wrong module or parameter fails now, before the account check and any download.
-    node = node.model_copy(update={"params": check_params(model_module(node.model), node.params)})
-    source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
-    current = resolve_round(source, round_number)
-    predictions_file = cache.predictions_path(
-        source.data_dir, source.data_version, current.number, node.name
-    )
-    with window.opened(round_window(current)):
-        who = submitter(
-            source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+    with node_run(node.name, node.numerai_model, trigger_id, round_number) as run:
+        refuse_endless_restarts()
+        # A wrong module or parameter fails now, before the account check and any download.
+        module = model_module(node.model)
+        node = node.model_copy(update={"params": check_params(module, node.params)})
+        source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
+        current = run.resolved(resolve_round(source, round_number))
+        predictions_file = cache.predictions_path(
+            source.data_dir, source.data_version, current.number, node.name
         )
-        if (done := round_submitted(source, who, predictions_file)) is not None:
-            return done  # a fallback, manual or restarted run of a round already submitted
-        features = load_features(source, node.feature_set, node.target)
-        trained = train_model(source, node, features, return_state=True)
-        model = trained.result()
-        live_path = download_dataset(source, "live.parquet", current.number)
-        predictions_path = predict_live(source, node, model, features, live_path, current.number)
-        checked = validate_predictions(predictions_path, live_path)
-        outcome = submit_predictions(source, who, predictions_path)
-    scores = score_validation(source, node, features, model) if node.score_validation else None
-    publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
-    return outcome
+        with window.opened(round_window(current)):
+            who = submitter(
+                source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
+            )
+            if (done := round_submitted(source, who, predictions_file)) is not None:
+                return run.submitted(done)  # a fallback, manual or restarted run: nothing to do
+            features = load_features(source, node.feature_set, node.target)
+            trained = train_model(source, node, features, return_state=True)
+            model = trained.result()
+            live_path = download_dataset(source, "live.parquet", current.number)
+            predictions_path = predict_live(
+                source, node, model, features, live_path, current.number
+            )
+            checked = validate_predictions(predictions_path, live_path)
+            outcome = run.submitted(submit_predictions(source, who, predictions_path))
+        scores = score_validation(source, node, features, model) if node.score_validation else None
+        publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
+        return outcome

@@ -213,9 +213,9 @@ CONTRACTS = {
         re.compile(r"\b(CLASSIC|SIGNALS|CRYPTO)\s*=\s*(8|11|12)\b"),
         "flows/tournaments.py",
     ),
-    "event name": (re.compile(r"numerai\.webhook\.received"), "deployments/events.py"),
+    "event name": (re.compile(r"numerai\.webhook\.received"), "flows/events.py"),
     "sandbox ready file": (re.compile(r"sandbox\.json"), "sandbox/ready.py"),
-    "resource prefix": (re.compile(r"[\"']numerai\.node\.[\"']"), "deployments/events.py"),
+    "resource prefix": (re.compile(r"[\"']numerai\.node\.[\"']"), "flows/events.py"),
 }
 
 

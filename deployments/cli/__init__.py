@@ -12,7 +12,17 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli import doctor, infra, node, recovery, round_day, run, stack, webhook
+from deployments.cli import (
+    alerts,
+    doctor,
+    infra,
+    node,
+    recovery,
+    round_day,
+    run,
+    stack,
+    webhook,
+)
 from deployments.cli.output import NodesGroup
 
 app = typer.Typer(
@@ -56,6 +66,7 @@ app.command("doctor")(doctor.doctor)
 app.command("round")(round_day.round_command)
 app.add_typer(infra.app, name="infra")
 app.add_typer(recovery.app, name="recovery")
+app.add_typer(alerts.app, name="alerts")
 
 
 def _mount_sandbox() -> None:

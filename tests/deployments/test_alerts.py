@@ -25,6 +25,7 @@ from prefect.server.utilities.user_templates import (
     render_user_template_sync,
 )
 
+from deployments import alert_messages as messages
 from deployments import alerts
 from flows import events
 
@@ -152,8 +153,8 @@ def _failure_event(**payload) -> Event:
 
 def test_a_failure_alert_names_the_node_round_step_and_cause():
     event = _failure_event()
-    subject = _render(alerts.FAILED_SUBJECT, event)
-    body = _render(alerts.FAILED_BODY, event)
+    subject = _render(messages.FAILED_SUBJECT, event)
+    body = _render(messages.FAILED_BODY, event)
     assert subject == "numerai-nodes: tournament failed in round 1001 at upload-predictions"
     assert "failed at step upload-predictions in round 1001" in body
     assert "Cause: Numerai's upload storage refused the predictions file (HTTP 403)." in body
@@ -163,16 +164,16 @@ def test_a_failure_alert_names_the_node_round_step_and_cause():
 
 def test_a_failure_before_the_round_is_known_says_so():
     event = _failure_event(round=None, trigger_id=None, step="start")
-    assert "in round ?" in _render(alerts.FAILED_SUBJECT, event)
-    body = _render(alerts.FAILED_BODY, event)
+    assert "in round ?" in _render(messages.FAILED_SUBJECT, event)
+    body = _render(messages.FAILED_BODY, event)
     assert "in round ? (not known yet)" in body and "none (a manual or scheduled run)" in body
 
 
 def test_a_round_closed_alert_says_nothing_more_can_be_submitted():
     event = _failure_event(failure=events.ROUND_CLOSED, message="Round 1001 closed at 14:00.")
-    subject = _render(alerts.ROUND_CLOSED_SUBJECT, event)
+    subject = _render(messages.ROUND_CLOSED_SUBJECT, event)
     assert subject == "numerai-nodes: round 1001 closed before tournament submitted"
-    assert "Cause: Round 1001 closed at 14:00." in _render(alerts.ROUND_CLOSED_BODY, event)
+    assert "Cause: Round 1001 closed at 14:00." in _render(messages.ROUND_CLOSED_BODY, event)
 
 
 def test_a_round_at_risk_alert_names_the_node_from_the_webhook_event():
@@ -185,12 +186,12 @@ def test_a_round_at_risk_alert_names_the_node_from_the_webhook_event():
         payload={"triggerId": "t-1", "roundNumber": 1002},
         occurred=datetime(2026, 12, 1, 13, 0, tzinfo=UTC),
     )
-    subject = _render(alerts.at_risk_subject(30), event)
-    body = _render(alerts.at_risk_body(30), event)
+    subject = _render(messages.at_risk_subject(30), event)
+    body = _render(messages.at_risk_body(30), event)
     assert subject == (
         "numerai-nodes: signals has not submitted 30 minutes after its webhook (round 1002)"
     )
-    assert "webhook of node signals at 2026-12-01" in body
+    assert "webhook of node signals at 2026-12-01 13:00:00 UTC" in body
     assert "(trigger t-1, round 1002), and in 30 minutes no submission" in body
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,14 +136,15 @@ def test_up_again_says_the_stack_is_up(stack):
 
 
 def test_status_tails_thelogs(stack):
-    _wait_idle(stack)
-    last = stack.stack.log_tail("worker", 1)
     result = runner.invoke(app, ["status", "--logs", "5"])
     assert result.exit_code == 0, result.output
     assert "worker.log" in result.output and "gateway.log" in result.output
     as_json = runner.invoke(app, ["status", "--logs", "5", "--json"])
     tails = json.loads(as_json.stdout)["logs"]
-    assert last and tails["worker"].splitlines()[-1] == last
+    # The worker may log a line meanwhile: its tail is the end of its log as it was, give or take.
+    recent = stack.stack.log_tail("worker", 50).splitlines()
+    worker = tails["worker"].splitlines()
+    assert worker and all(line in recent for line in worker)
     assert all(len(tail.splitlines()) <= 5 for tail in tails.values())
 
 
@@ -253,7 +255,8 @@ def test_an_in_process_run_uses_the_stack_and_resubmits_only_with_force(stack):
     assert outcome["status"] == "submitted"
     assert json.loads(plain.stdout[plain.stdout.index("{") :])["status"] == "already-submitted"
     runs = stack.api("flow_runs/filter", {"limit": 200}).json()
-    assert sum(run["name"] == "tournament-manual" for run in runs) >= 2
+    manual = re.compile(r"tournament-r\d+-manual")  # renamed after the round it resolved
+    assert sum(bool(manual.fullmatch(run["name"])) for run in runs) >= 2
 
 
 def _stop_worker(pid: int) -> None:
