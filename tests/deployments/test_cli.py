@@ -30,11 +30,15 @@ def test_flags_show_no_type_in_help():
 
 @pytest.fixture
 def stack_down(monkeypatch, tmp_path):
-    """No local stack under the home and no PREFECT_API_URL: nothing to talk to."""
+    """No local stack under the home and no PREFECT_API_URL: nothing to talk to (also when
+    another test module's Prefect test server is the process's API)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.chdir(tmp_path.parent)
-    return tmp_path
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield tmp_path
 
 
 def test_node_test_with_the_stack_down_says_so_and_starts_no_server(stack_down, monkeypatch):
