@@ -30,8 +30,16 @@ def _load(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def document() -> dict:
-    """Every catalogue file's deployments, as one document."""
-    return {"deployments": [d for path in FILES.values() for d in _load(path)["deployments"]]}
+    """Every catalogue file's node deployments, as one document (the watchdog is no node)."""
+    entries = [d for path in FILES.values() for d in _load(path)["deployments"]]
+    return {"deployments": [d for d in entries if "node" in (d.get("parameters") or {})]}
+
+
+def test_the_watchdog_is_deployed_beside_the_local_nodes_and_is_no_node():
+    (watchdog,) = [d for d in _load(CATALOGUE)["deployments"] if d["name"] == "round-watchdog"]
+    assert watchdog["entrypoint"] == "flows/watchdog.py:round_watchdog"
+    assert "numerai-node" not in watchdog["tags"]  # no node alert or recovery applies to it
+    assert "round-watchdog" not in {node.name for node in load_nodes(CATALOGUE)}
 
 
 @pytest.mark.parametrize(("pool", "pool_type"), [("ecs", "ecs"), ("cloud-run", "cloud-run-v2")])

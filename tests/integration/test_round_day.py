@@ -339,7 +339,7 @@ def test_prefect_deploy_all_works_on_a_fresh_local_stack(stack):
     pause_schedules(stack.stack.prefect_api_url, nodes_on_pool(load_nodes(), "local"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(d["name"] for d in stack.api("deployments/filter").json())
-    assert names == ["signals", "tournament"]
+    assert names == ["round-watchdog", "signals", "tournament"]
 
 
 def test_doctor_reports_a_missing_deployment(stack):
