@@ -10,7 +10,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from deployments.catalogue import Node
-from deployments.runs import RunEvent, RunStuck, RunTimeout, follow, wait_for_run
+from deployments.runs import RunStuck, RunTimeout, wait_for_run
+from deployments.watch import Failure, Limits, RunEvent, follow_run
 from flows.errors import NodeError
 from flows.keys import connect
 
@@ -32,6 +33,8 @@ class NodeTestResult:
     steps: list[Step] = field(default_factory=list)
     trigger_id: str | None = None
     flow_run_id: str | None = None
+    flow_run_name: str | None = None  # its name at the end, as the Prefect UI shows it
+    failure: Failure | None = None
     submission_id: str | None = None
 
     @property
@@ -86,24 +89,23 @@ def run_node_test(
         if run is None:
             step("flow run created", False, _no_run(node, timeouts.create))
             return result
-        result.flow_run_id = str(run.id)
+        result.flow_run_id, result.flow_run_name = str(run.id), run.name
         seconds = time.monotonic() - triggered_at
-        step("flow run created", True, f"{run.name} ({seconds:.1f} s after the trigger)")
+        state = run.state_name or "Scheduled"
+        step("flow run created", True, f"{run.name} ({state}, {seconds:.1f} s after the trigger)")
 
+        limits = Limits(finish=timeouts.finish, start=timeouts.start)
         try:
-            for event in follow(
-                prefect, run.id, timeout=timeouts.finish, start_timeout=timeouts.start
-            ):
-                on_event(event)
+            end = follow_run(run, on_event, limits)
         except (RunStuck, RunTimeout) as exc:
             step("flow run finished", False, str(exc))
             return result
-        final = prefect.read_flow_run(run.id)
-        if final.state_type is None or final.state_type.value != "COMPLETED":
-            message = final.state.message if final.state else ""
-            step("flow run finished", False, f"{run.name} ended {final.state_name}: {message}")
+        result.flow_run_name, result.failure = end.name, end.failure
+        if end.state_type != "COMPLETED":
+            at = f" at step '{end.failure.step}'" if end.failure and end.failure.step else ""
+            step("flow run finished", False, f"{end.name} ended {end.state_name}{at}")
             return result
-        step("flow run finished", True, f"{run.name} Completed")
+        step("flow run finished", True, f"{end.name} {end.state_name}")
 
     try:
         submissions = numerai.submissions(model_id)

@@ -1,37 +1,19 @@
-"""Finding and following a node's flow runs through the Prefect API: states, logs, timings."""
+"""Finding a node's flow runs through the Prefect API, and what keeps one from ending."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import (
-    DeploymentFilter,
-    DeploymentFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import LogSort
 
 from flows.errors import NodeError
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 WAITING = {"SCHEDULED", "PENDING"}
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """Something that happened to a followed flow run: a new state or a log line."""
-
-    kind: str  # "state" or "log"
-    text: str
-    at: datetime | None
-    state: str | None = None
 
 
 def find_run(client: SyncPrefectClient, deployment_id: UUID, trigger_id: str) -> FlowRun | None:
@@ -74,50 +56,6 @@ def wait_for_run(
         run = find_run(client, deployment_id, trigger_id)
         if run is not None or time.monotonic() > deadline:
             return run
-        time.sleep(poll)
-
-
-def follow(
-    client: SyncPrefectClient,
-    run_id: UUID,
-    *,
-    timeout: float,
-    start_timeout: float,
-    poll: float = 1.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[RunEvent]:
-    """Yield state changes and new log lines until the run ends.
-
-    Raises `RunStuck` when it is still waiting for a worker after `start_timeout` seconds, and
-    `RunTimeout` when it has not ended after `timeout` seconds.
-    """
-    started = clock()
-    last_state: str | None = None
-    seen_logs = 0
-    while True:
-        run = client.read_flow_run(run_id)
-        state = run.state_type.value if run.state_type else "UNKNOWN"
-        if run.state_name != last_state:
-            last_state = run.state_name
-            yield RunEvent(
-                "state", run.state_name or state, run.state.timestamp if run.state else None, state
-            )
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
-            sort=LogSort.TIMESTAMP_ASC,
-            offset=seen_logs,
-            limit=200,
-        )
-        seen_logs += len(logs)
-        for log in logs:
-            yield RunEvent("log", log.message, log.timestamp)
-        if state in TERMINAL:
-            return
-        waited = clock() - started
-        if state in WAITING and waited > start_timeout:
-            raise RunStuck(run, start_timeout)
-        if waited > timeout:
-            raise RunTimeout(run, timeout)
         time.sleep(poll)
 
 

@@ -12,6 +12,9 @@ from deployments.cli.output import console, err_console
 app = typer.Typer(help="Work with one node of prefect.yaml.", no_args_is_help=True)
 
 
+_LEVELS = {"DEBUG": "dim", "INFO": "blue", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}
+
+
 @app.command("test")
 def test(
     node: Annotated[str, typer.Argument(help="The node's name in prefect.yaml.")],
@@ -20,17 +23,25 @@ def test(
     ] = 60,
     start_timeout: Annotated[float, typer.Option(help="Seconds a run may wait for a worker.")] = 60,
     timeout: Annotated[float, typer.Option(help="Seconds the run may take in all.")] = 1800,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show log lines whole, tracebacks included.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Trigger NODE the way Numerai does, follow its flow run, and check the submission.
 
     Numerai (or the sandbox) calls the node's webhook with a fresh trigger id; the test then
-    follows the flow run in Prefect, streaming its states and logs, and checks that Numerai
-    lists a submission with that trigger id. Exit 0 only if every step holds.
+    follows the flow run in Prefect, streaming its states and every log line (an error's first
+    line only, without its traceback, unless --verbose), and checks that Numerai lists a
+    submission with that trigger id. Exit 0 only if every step holds.
     """
+    import logging
+
+    from rich.markup import escape
+
     from deployments.catalogue import find_node
     from deployments.nodetest import Timeouts, run_node_test
-    from deployments.runs import RunEvent
+    from deployments.watch import LogLine, RunEvent
     from infra.local.environment import local_stack_defaults
 
     found = find_node(node)
@@ -38,15 +49,23 @@ def test(
     def on_step(step) -> None:
         if not as_json:
             mark = "[green]✓[/]" if step.ok else "[red]✗[/]"
-            console.print(f"{mark} {step.name}: {step.detail}", highlight=False)
+            line = f"{mark} {step.name}: {escape(step.detail)}"
+            console.print(line, highlight=False, soft_wrap=True)
 
     def on_event(event: RunEvent) -> None:
         if as_json:
             return
-        if event.kind == "state":
-            console.print(f"    [cyan]state[/] {event.text}", highlight=False)
-        else:
-            console.print(f"    [dim]log[/]   {event.text}", highlight=False, markup=False)
+        at = f"    [dim]{event.at.astimezone():%H:%M:%S}[/] "
+        if isinstance(event, LogLine):
+            level = logging.getLevelName(event.level)
+            task = f"[magenta]{escape(event.task)}[/]: " if event.task else ""
+            text = escape(event.shown(verbose))
+            level = f"[{_LEVELS.get(level, 'blue')}]{level:<8}[/]"
+            # One record, one line (a terminal wraps it): no line breaks inserted mid-record.
+            console.print(f"{at}{level}{task}{text}", highlight=False, soft_wrap=True)
+            return
+        name = f" [dim]·[/] run [bold]{escape(event.run_name)}[/]" if event.renamed else ""
+        console.print(f"{at}[cyan]{'state':<8}[/]{escape(event.name)}{name}", highlight=False)
 
     with local_stack_defaults(require_api=True):
         result = run_node_test(
@@ -59,6 +78,17 @@ def test(
         console.print_json(json.dumps(result.to_json()))
     if not result.ok:
         failed = next(step for step in result.steps if not step.ok)
-        err_console.print(f"[bold red]Node test failed[/] at '{failed.name}'.")
+        cause = result.failure
+        if cause is None:
+            err_console.print(f"[bold red]Node test failed[/] at '{failed.name}'.")
+            raise typer.Exit(1)
+        where = f" at step '{escape(cause.step)}'" if cause.step else ""
+        hint = "" if cause.expected or verbose else " (unexpected: --verbose shows the traceback)"
+        err_console.print(
+            f"[bold red]Node test failed:[/] {escape(result.flow_run_name or '')} failed{where}: "
+            f"{escape(cause.message)}{hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     console.print(f"[bold green]Node {node} works:[/] submission {result.submission_id}")

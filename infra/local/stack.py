@@ -384,7 +384,15 @@ class LocalStack:
             else f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
         )
         (self.home / "prefect").mkdir(parents=True, exist_ok=True)
-        return self._env({"PREFECT_API_DATABASE_CONNECTION_URL": database})
+        return self._env(
+            {
+                "PREFECT_API_DATABASE_CONNECTION_URL": database,
+                # Serve run logs live on /api/logs/out, as Prefect Cloud does: `node test`
+                # follows a run's logs through Prefect's logs subscriber.
+                "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+                "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
+            }
+        )
 
     def _gateway_env(self, nodes: list[Node]) -> dict[str, str]:
         # The gateway reads each node's token from NUMERAI_NODES_TOKEN_<NODE> or its Secret block.
