@@ -56,6 +56,17 @@ class Submission:
     inserted_at: str | None
 
 
+@dataclass(frozen=True)
+class RoundPerformance:
+    """A model's scores for one round, as Numerai reports them: each metric's latest daily
+    score (none until the round has closed a day), final once the round resolves."""
+
+    round: int
+    resolved: bool
+    day: int | None
+    scores: dict[str, float]
+
+
 class _BoundApi:
     """numerapi bound to one endpoint and a timeout, failing fast with this project's errors.
 
@@ -276,6 +287,30 @@ class NumeraiClient:
             key = "create_submission"
         created = self._api.raw_query(mutation, arguments, authorization=True)
         return created["data"][key]["id"]
+
+    def round_performances(self, model_id: str) -> list[RoundPerformance]:
+        """The rounds the model submitted to, newest first, with Numerai's live scores so far
+        (numerapi's `round_model_performances_v2` query; it needs no keys)."""
+        query = """query($modelId: String!, $tournament: Int!) {
+            v2RoundModelPerformances(modelId: $modelId, tournament: $tournament) {
+                roundNumber roundResolved submissionScores { displayName day value }
+            }
+        }"""
+        variables = {"modelId": model_id, "tournament": self.tournament}
+        found = self._api.raw_query(query, variables)["data"]["v2RoundModelPerformances"] or []
+        return [
+            RoundPerformance(
+                round=int(item["roundNumber"]),
+                resolved=bool(item.get("roundResolved")),
+                day=max((s["day"] for s in item.get("submissionScores") or []), default=None),
+                scores={
+                    s["displayName"]: float(s["value"])
+                    for s in item.get("submissionScores") or []
+                    if s.get("value") is not None
+                },
+            )
+            for item in found
+        ]
 
     # Webhooks --------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Artifacts a run leaves in the Prefect UI: a summary, a per-era chart, a submission table, and
-for a failed run, what went wrong."""
+"""Artifacts a run leaves in the Prefect UI: a summary, a per-era chart, a submission table, the
+node's round history, and for a failed run, what went wrong."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import math
 from collections.abc import Collection
 from datetime import datetime
 
+import httpx
 import pandas as pd
 from numerai_tools.scoring import numerai_corr
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import BaseModel, Field
 
+from flows.errors import NodeError
 from flows.events import FAILURE_REASONS
+from flows.history import artifact_key as _artifact_key
+from flows.history import publish_history, read_history, validation_key, with_live_scores
+from flows.keys import connect
 from flows.node import SubmissionOutcome
 from flows.steps import note_failed_step
 from flows.validation import PredictionSummary
@@ -160,8 +166,12 @@ def publish_report(
     scores: EraScores | None,
     trained: bool,
     coverage: Coverage | None = None,
+    *,
+    tournament: int,
+    model_id: str | None = None,
 ) -> None:
-    """Publish the summary, the per-era chart and the submission table as Prefect artifacts."""
+    """Publish the summary, the per-era chart, the submission table and the node's round
+    history (model_id: the Numerai model's id, for its live scores) as Prefect artifacts."""
     key = _artifact_key(node)
     create_markdown_artifact(
         summary(node, outcome, checked, scores, trained, coverage),
@@ -172,11 +182,35 @@ def publish_report(
         create_markdown_artifact(
             era_chart(scores), key=f"{key}-era-corr", description="Validation corr per era"
         )
+        create_table_artifact(
+            [{"era": era, "corr": value} for era, value in scores.per_era.items()],
+            key=validation_key(node),
+            description=f"{node}: validation corr per era, mean {scores.mean:+.4f}",
+        )
     create_table_artifact(
         submission_rows(outcome, checked),
         key=f"{key}-submission",
         description=f"{node}: the submission",
     )
+    _publish_history(node, outcome, tournament, model_id)
+
+
+def _publish_history(
+    node: str, outcome: SubmissionOutcome, tournament: int, model_id: str | None
+) -> None:
+    """Update the node's round history; reading it may fail, the run's submission stands."""
+    try:
+        history = read_history(node).with_submission(
+            outcome.round_number, outcome.trigger_id, outcome.submission_id
+        )
+        if model_id is None:
+            history.note = "No live scores: this run did not upload, so it had no model id."
+        else:
+            performances = connect(tournament).round_performances(model_id)
+            history = with_live_scores(history, performances)
+        publish_history(history)
+    except (NodeError, httpx.HTTPError, PrefectHTTPStatusError) as exc:
+        get_run_logger().warning("Could not publish the round history: %s", exc)
 
 
 class FailureReport(BaseModel):
@@ -230,9 +264,3 @@ def publish_failure(report: FailureReport) -> None:
         key=f"{_artifact_key(report.node)}-summary",
         description=f"{report.node}: failed at {report.step}",
     )
-
-
-def _artifact_key(node: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    cleaned = "".join(ch if ch.isalnum() else "-" for ch in node.lower()).strip("-")
-    return cleaned or "node"

@@ -399,5 +399,7 @@ def signals_node(
             scores,
             trained=trained.name != "Cached",
             coverage=coverage,
+            tournament=source.tournament,
+            model_id=who.model_id,
         )
         return outcome

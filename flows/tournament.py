@@ -221,5 +221,13 @@ def tournament_node(
             checked = validate_predictions(predictions_path, live_path)
             outcome = run.submitted(submit_predictions(source, who, predictions_path))
         scores = score_validation(source, node, features, model) if node.score_validation else None
-        publish_report(node.name, outcome, checked, scores, trained=trained.name != "Cached")
+        publish_report(
+            node.name,
+            outcome,
+            checked,
+            scores,
+            trained=trained.name != "Cached",
+            tournament=source.tournament,
+            model_id=who.model_id,
+        )
         return outcome

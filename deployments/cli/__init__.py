@@ -15,6 +15,7 @@ import typer
 from deployments.cli import (
     alerts,
     doctor,
+    history,
     infra,
     node,
     recovery,
@@ -63,6 +64,7 @@ app.command("status")(stack.status)
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(node.app, name="node")
 app.command("doctor")(doctor.doctor)
+app.command("history")(history.history)
 app.command("round")(round_day.round_command)
 app.add_typer(infra.app, name="infra")
 app.add_typer(recovery.app, name="recovery")
