@@ -100,28 +100,33 @@ def _webhook(stack: Stack, trigger_id: str) -> None:
 @pytest.fixture(scope="module")
 def alerting(stack: Stack) -> Iterator[tuple[Receiver, float]]:
     """The channel under test, added through the CLI, and the time a webhook came for a node that
-    never submits (the round-at-risk test waits for it); everything removed afterwards."""
+    never submits (the round-at-risk test waits for it); everything removed afterwards.
+
+    In-process commands talk to the stack's Prefect API, also when an earlier module's Prefect
+    test server is this process's API (as in the full suite)."""
     receiver = Receiver()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("NUMERAI_NODES_AT_RISK_MINUTES", str(AT_RISK_MINUTES))
-            added = runner.invoke(
-                app, ["alerts", "add", "webhook", receiver.url, "--name", CHANNEL]
+    with prefect_api(stack.stack.prefect_api_url):
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("NUMERAI_NODES_AT_RISK_MINUTES", str(AT_RISK_MINUTES))
+                added = runner.invoke(
+                    app, ["alerts", "add", "webhook", receiver.url, "--name", CHANNEL]
+                )
+            assert added.exit_code == 0, added.output
+            probe = build_event(
+                PROBE_NODE,
+                {"triggerId": "probe-1", "roundNumber": _round(stack)},
+                datetime.now(UTC),
             )
-        assert added.exit_code == 0, added.output
-        probe = build_event(
-            PROBE_NODE, {"triggerId": "probe-1", "roundNumber": _round(stack)}, datetime.now(UTC)
-        )
-        # As the gateway would post it, for a node that has no deployment.
-        posted = httpx.post(stack.url("prefect", "api/events"), json=[probe], timeout=30)
-        assert posted.status_code == 204, posted.text
-        yield receiver, time.monotonic()
-    finally:
-        _faults(stack, reject_uploads=False)
-        for channel in _channels(stack):
-            with prefect_api(stack.stack.prefect_api_url):
+            # As the gateway would post it, for a node that has no deployment.
+            posted = httpx.post(stack.url("prefect", "api/events"), json=[probe], timeout=30)
+            assert posted.status_code == 204, posted.text
+            yield receiver, time.monotonic()
+        finally:
+            _faults(stack, reject_uploads=False)
+            for channel in _channels(stack):
                 alerts.remove(channel.name)
-        receiver.close()
+            receiver.close()
 
 
 def test_a_healthy_round_sends_no_alert(stack, alerting):
