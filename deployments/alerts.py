@@ -59,6 +59,7 @@ from deployments.alert_messages import (
     at_risk_subject,
     minutes_text,
 )
+from deployments.automations import upsert
 from flows import events
 from flows.errors import NodeError
 from flows.events import NODE_TAG
@@ -314,14 +315,7 @@ def add(name: str, block: NotificationBlock, settings: AlertSettings | None = No
     assert isinstance(block_id, UUID), "outside an event loop, save returns the id"
     wanted = automations(name, block_id, settings)
     with get_client(sync_client=True) as client:
-        for automation in wanted:
-            existing = client.read_automations_by_name(automation.name)
-            if existing:
-                client.update_automation(existing[0].id, automation)
-                for duplicate in existing[1:]:
-                    client.delete_automation(duplicate.id)
-            else:
-                client.create_automation(automation)
+        upsert(client, wanted)
         for old in replaced - {block_id}:  # the same name, another kind: the old block goes
             client.delete_block_document(old)
         document = client.read_block_document(block_id, include_secrets=True)

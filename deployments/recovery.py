@@ -27,6 +27,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from pydantic import Field
 
+from deployments.automations import upsert
 from flows.events import NODE_TAG
 from flows.settings import HomeSettings
 
@@ -142,14 +143,7 @@ def apply(settings: RecoverySettings | None = None) -> list[str]:
     """
     wanted = automations(settings)
     with get_client(sync_client=True) as client:
-        for automation in wanted:
-            existing = client.read_automations_by_name(automation.name)
-            if existing:
-                client.update_automation(existing[0].id, automation)
-                for duplicate in existing[1:]:
-                    client.delete_automation(duplicate.id)
-            else:
-                client.create_automation(automation)
+        upsert(client, wanted)
     return [automation.name for automation in wanted]
 
 
