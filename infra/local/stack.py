@@ -193,7 +193,8 @@ class LocalStack:
     def _start(self, nodes: list[Node], sandbox: bool, sandbox_size: str) -> StackInfo:
         timings: dict[str, float] = self._state["startup_seconds"]
         started = time.monotonic()
-        server = self._spawn("server", self._server_command(), self._server_env(), self.ui_url)
+        server_env = self._server_env(schedules=not sandbox)
+        server = self._spawn("server", self._server_command(), server_env, self.ui_url)
         sandbox_process = None
         if sandbox:
             sandbox_process = self._spawn(
@@ -376,7 +377,7 @@ class LocalStack:
         )
         return env
 
-    def _server_env(self) -> dict[str, str]:
+    def _server_env(self, schedules: bool = True) -> dict[str, str]:
         url = self.settings.database_url
         database = (
             url.get_secret_value()
@@ -391,6 +392,10 @@ class LocalStack:
                 # follows a run's logs through Prefect's logs subscriber.
                 "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
                 "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
+                # A sandbox rehearsal keeps its own clock: its server schedules no runs at
+                # Numerai's hours (turning the schedules off after deploying races with the
+                # scheduler, which could still add a batch of runs).
+                **({} if schedules else {"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}),
             }
         )
 
