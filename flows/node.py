@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.machinery
+import importlib.util
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable
@@ -106,8 +109,61 @@ def spec_key(prefix: str, spec: dict) -> str:
 
 
 def code_digest(module: ModuleType) -> str:
-    """A hash of a module's source, so a changed model retrains."""
-    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+    """A hash of a model module's source and of every module of the user's own code it imports
+    (directly or not), so editing a helper the model uses retrains it too.
+
+    "The user's own code" is what lives beside the module's top-level package (the project
+    directory); installed packages are left out: their versions are in the cache key elsewhere
+    where they shape the model.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(_own_sources(module)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _own_sources(module: ModuleType) -> set[Path]:
+    """The source files of `module` and of the project modules it imports, transitively."""
+    origin = Path(inspect.getfile(module)).resolve()
+    depth = module.__name__.count(".") + (1 if origin.name == "__init__.py" else 0)
+    project = origin.parents[depth]
+    found: set[Path] = set()
+    pending = [origin]
+    while pending:
+        path = pending.pop()
+        if path in found:
+            continue
+        found.add(path)
+        for name in _imported_names(path):
+            spec = _find_spec(name)
+            source = Path(spec.origin).resolve() if spec and spec.origin else None
+            if (
+                source is not None
+                and source.suffix == ".py"
+                and source.is_relative_to(project)
+                and "site-packages" not in source.parts
+            ):
+                pending.append(source)
+    return found
+
+
+def _imported_names(path: Path) -> set[str]:
+    """The absolute module names a source file imports (`from a.b import c` gives a.b, a.b.c)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # `from pkg import function`: not a module
+        return None
 
 
 def retry_delay_scale() -> float:
