@@ -163,13 +163,15 @@ def _declared(node_name: str | None, tournament: Tournament) -> dict:
 
     if node_name is None:
         default = "signals" if tournament == SIGNALS else "tournament"
-        if not CATALOGUE.exists() or default not in {node.name for node in load_nodes()}:
+        nodes = {node.name: node for node in load_nodes()} if CATALOGUE.exists() else {}
+        if default not in nodes:
             return {}
-        node_name = default
-    found = find_node(node_name)
+        found = nodes[default]
+    else:
+        found = find_node(node_name)
     if found.tournament != tournament:
         kind = found.tournament.label
-        raise fail(f"Node {node_name!r} is a {kind} node, not a {tournament.label} one.")
+        raise fail(f"Node {found.name!r} is a {kind} node, not a {tournament.label} one.")
     settings = dict(found.parameters.get("node") or {})
     settings.pop("numerai_model", None)  # --model, or the sandbox's model, says who submits
     err_console.print(f"Model settings of node {found.name!r} (prefect.yaml).")
