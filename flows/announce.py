@@ -72,6 +72,17 @@ class NodeRun:
             _emit(name, self, submission_id=outcome.submission_id, status=outcome.status)
         return outcome
 
+    def stale_model(self, spec: str, wanted: str, used: str, data_version: str) -> None:
+        """Send the stale-model event: the run predicts with its family's last good model."""
+        _emit(
+            events.MODEL_STALE,
+            self,
+            spec=spec,
+            wanted_key=wanted,
+            used_key=used,
+            used_data_version=data_version,
+        )
+
 
 @contextlib.contextmanager
 def node_run(

@@ -22,6 +22,8 @@ class NodeFlow:
 
 TOURNAMENT_FLOW = NodeFlow("flows/tournament.py:tournament_node", "tournament-node", CLASSIC)
 SIGNALS_FLOW = NodeFlow("flows/signals.py:signals_node", "signals-node", SIGNALS)
+# Not a node: trains a Classic model spec into the model store ahead of round day.
+TRAINING_FLOW = NodeFlow("flows/training.py:train_spec", "train-model", CLASSIC)
 NODE_FLOWS: dict[str, NodeFlow] = {
     flow.entrypoint: flow for flow in (TOURNAMENT_FLOW, SIGNALS_FLOW)
 }

@@ -50,6 +50,11 @@ class TooManyRestarts(NodeError, RuntimeError):
         )
 
 
+class ModelNotReady(NodeError, LookupError):
+    """No trained model of the node's spec family is in the model store, and the node may not
+    train on round day. The message names the training command."""
+
+
 class DatasetNotFound(NodeError, FileNotFoundError):
     """Numerai does not serve the requested file."""
 

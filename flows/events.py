@@ -9,9 +9,13 @@ listen). It imports nothing heavy: the CLI reads it for `--help`.
     numerai.submission.exists       a node run found the round already submitted (no upload)
     numerai.submission.failed       a node run failed for an expected reason (or a bug)
     numerai.round.at-risk           a round closes soon and a node's model has no submission
+    numerai.model.stale             a node submitted with its spec family's last good model,
+                                    its own spec's model not being trained yet
+    numerai.model.trained           a model spec was trained into the model store (its resource
+                                    is the spec, `numerai.spec.<name>`)
 
-Every event's resource is the node, `numerai.node.<node>`, so one automation can follow a node
-from its webhook to its submission.
+Every node event's resource is the node, `numerai.node.<node>`, so one automation can follow a
+node from its webhook to its submission.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ SUBMISSION_CREATED = "numerai.submission.created"
 SUBMISSION_EXISTS = "numerai.submission.exists"
 SUBMISSION_FAILED = "numerai.submission.failed"
 ROUND_AT_RISK = "numerai.round.at-risk"
+MODEL_STALE = "numerai.model.stale"
+MODEL_TRAINED = "numerai.model.trained"
+SPEC_PREFIX = "numerai.spec."
 # The events after a webhook that show a node run got to an end, good or bad.
 RUN_OUTCOMES = (SUBMISSION_CREATED, SUBMISSION_EXISTS, SUBMISSION_FAILED)
 

@@ -64,6 +64,9 @@ def era_chart(scores: EraScores) -> str:
     return "\n".join(lines)
 
 
+_CACHED = "loaded from the model cache"
+
+
 def summary(
     node: str,
     outcome: SubmissionOutcome,
@@ -71,8 +74,9 @@ def summary(
     scores: EraScores | None,
     trained: bool,
     coverage: Coverage | None = None,
+    model_note: str | None = None,
 ) -> str:
-    """The run's markdown summary."""
+    """The run's markdown summary; `model_note` says which model predicted, when it matters."""
     lines = [
         f"# {node}: round {outcome.round_number}",
         "",
@@ -81,7 +85,7 @@ def summary(
         f"| Numerai model | `{outcome.model_name}` |",
         f"| Trigger id | `{outcome.trigger_id or 'none (manual or scheduled run)'}` |",
         f"| Submission | {outcome.status} `{outcome.submission_id or '-'}` |",
-        f"| Model | {'trained this run' if trained else 'loaded from the model cache'} |",
+        f"| Model | {model_note or ('trained this run' if trained else _CACHED)} |",
         f"| Predictions | {checked.rows} rows for {checked.live_rows} live ids |",
     ]
     if coverage is not None:
@@ -169,12 +173,13 @@ def publish_report(
     *,
     tournament: int,
     model_id: str | None = None,
+    model_note: str | None = None,
 ) -> None:
     """Publish the summary, the per-era chart, the submission table and the node's round
     history (model_id: the Numerai model's id, for its live scores) as Prefect artifacts."""
     key = _artifact_key(node)
     create_markdown_artifact(
-        summary(node, outcome, checked, scores, trained, coverage),
+        summary(node, outcome, checked, scores, trained, coverage, model_note),
         key=f"{key}-summary",
         description=f"{node}: round {outcome.round_number}",
     )

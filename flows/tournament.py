@@ -1,44 +1,39 @@
-"""The Classic tournament node: download, load or train, predict, validate, submit, report."""
+"""The Classic tournament node: find its model, predict, validate, submit, report."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from uuid import UUID
+from typing import Literal
 
-import lightgbm
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from flows import cache, files, window
 from flows.announce import node_run
 from flows.entrypoints import TOURNAMENT_FLOW
-from flows.errors import InvalidPredictions
+from flows.errors import InvalidPredictions, ModelNotReady
 from flows.node import (
     DataSource,
     NodeSettings,
     SubmissionOutcome,
-    code_digest,
     download_dataset,
     refuse_endless_restarts,
     resolve_round,
     round_submitted,
     round_window,
     run_name,
-    spec_key,
     submit_predictions,
     submitter,
 )
-from flows.report import EraScores, publish_report, score_eras
-from flows.settings import source_label
-from flows.spec import check_choice, check_params, model_module
+from flows.report import publish_report
+from flows.spec import model_module
 from flows.steps import note_failed_step
+from flows.store import ModelRecord, ModelStore, model_store
+from flows.training import ClassicSpec, model_key, score_validation, train_and_store
 from flows.validation import PredictionSummary, check_classic
-from models.frames import read_columns, read_ids
+from models.frames import read_ids
 
 
 class TournamentNode(NodeSettings):
@@ -56,68 +51,101 @@ class TournamentNode(NodeSettings):
     )
     feature_set: str = Field("small", description="A feature set from features.json.")
     target: str = Field("target", description="The target column to train on.")
+    spec: str | None = Field(
+        None,
+        description="The model spec's family name (nodes.yaml's spec); unset: the node's name. "
+        "Nodes of one spec share its trained models, and its last good model.",
+    )
+    train: bool = Field(
+        True,
+        description="Train on round day when the spec's model is not in the model store. Off: "
+        "predict with the family's last good model (a stale-model alert), or fail at once "
+        "naming the training command when there is none.",
+    )
 
-
-def model_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    """The model cache key: model spec, parameters, data, feature set, target and model code."""
-    node: TournamentNode = parameters["node"]
-    source: DataSource = parameters["source"]
-    module = model_module(node.model)
-    spec = {
-        "model": node.model,
-        "params": {**getattr(module, "DEFAULT_PARAMS", {}), **node.params},
-        "source": source_label(source.api_url),
-        "data_version": source.data_version,
-        "feature_set": node.feature_set,
-        "target": node.target,
-        "code": code_digest(module),
-        "lightgbm": lightgbm.__version__,
-    }
-    return spec_key("model", spec)
-
-
-def _scores_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    return "validation-" + model_cache_key(context, parameters)
-
-
-@task(name="features", cache_policy=NO_CACHE, on_failure=[note_failed_step])
-def load_features(source: DataSource, feature_set: str, target: str) -> list[str]:
-    """The feature names of `feature_set`, from the data version's features.json, which also
-    lists the targets: a wrong one fails here, before the training data is downloaded."""
-    path = download_dataset(source, "features.json")
-    with cache.reading(path):
-        listed = json.loads(path.read_text())
-    where = f"features.json of {source.data_version}"
-    sets = listed["feature_sets"]
-    check_choice("feature set", feature_set, list(sets), where)
-    if "targets" in listed:
-        check_choice("target", target, list(listed["targets"]), where)
-    return list(sets[feature_set])
-
-
-@task(
-    name="train",
-    cache_key_fn=model_cache_key,
-    persist_result=True,
-    result_serializer="pickle",
-    on_failure=[note_failed_step],
-)
-def train_model(source: DataSource, node: TournamentNode, features: list[str]):
-    """Train the model, or load it from the model cache when nothing that shapes it changed."""
-    logger = get_run_logger()
-    train_path = download_dataset(source, "train.parquet")
-    logger.info("Training %s on %d features of %s", node.model, len(features), train_path.name)
-    progress = create_progress_artifact(0.0, description=f"{node.name}: training")
-    assert isinstance(progress, UUID), "a sync task gets the artifact id, never a coroutine"
-
-    def on_progress(done: int, total: int) -> None:
-        update_progress_artifact(progress, 100.0 * done / total)
-        logger.info("Training: %d/%d trees", done, total)
-
-    with cache.reading(train_path):
-        return model_module(node.model).train(
-            train_path, features, node.target, dict(node.params), on_progress=on_progress
+    def model_spec(self) -> ClassicSpec:
+        """The spec this node predicts with."""
+        return ClassicSpec(
+            name=self.spec or self.name,
+            model=self.model,
+            params=self.params,
+            data_version=self.data_version,
+            feature_set=self.feature_set,
+            target=self.target,
         )
+
+
+class ModelChoice(BaseModel):
+    """Which model a node predicts with: its spec's (ready), the family's last good (stale), or
+    none yet (the node trains it)."""
+
+    key: str
+    record: ModelRecord | None
+    kind: Literal["ready", "stale", "train"]
+
+    def note(self, spec: ClassicSpec) -> str:
+        """The report's line about the model."""
+        if self.record is None:
+            return "trained this run"
+        record = self.record
+        made = (
+            f"`{record.key[:18]}…`, {record.data_version}, "
+            f"trained {record.trained_at:%Y-%m-%d %H:%M} UTC"
+        )
+        if self.kind == "ready":
+            return f"loaded from the model store ({made})"
+        return (
+            f"⚠ **stale model**: the last good model of {spec.name} ({made}); this spec's own "
+            f"model is not trained yet: `numerai-nodes train {spec.name}`"
+        )
+
+
+@task(name="find-model", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
+def find_model(
+    store: ModelStore, spec: ClassicSpec, source: DataSource, may_train: bool
+) -> ModelChoice:
+    """The model this round predicts with, found in the store before any download; with none
+    ready and no training allowed, the family's last good model, or a ModelNotReady at once."""
+    key = model_key(spec, source)
+    logger = get_run_logger()
+    if (ready := store.record(key)) is not None:
+        logger.info("Model of %s ready in the model store: %s", spec.name, key)
+        return ModelChoice(key=key, record=ready, kind="ready")
+    if may_train:
+        logger.info(
+            "No model of %s for %s in the store yet: this run trains it",
+            spec.name,
+            source.data_version,
+        )
+        return ModelChoice(key=key, record=None, kind="train")
+    if (last := store.newest_of(spec.name, source.tournament)) is not None:
+        logger.warning(
+            "The model of %s for %s and this code is not trained yet; predicting with the "
+            "family's last good model %s (%s, trained %s). Train it: numerai-nodes train %s",
+            spec.name,
+            source.data_version,
+            last.key,
+            last.data_version,
+            f"{last.trained_at:%Y-%m-%d %H:%M} UTC",
+            spec.name,
+        )
+        return ModelChoice(key=key, record=last, kind="stale")
+    raise ModelNotReady(
+        f"No trained model of spec '{spec.name}' is in the model store ({store.where}), and "
+        "this node does not train on round day. Train it: `numerai-nodes train "
+        f"{spec.name}` (or run its deployment train-{spec.name}), or let the node train "
+        "(`train: true` in nodes.yaml). Nothing was uploaded."
+    )
+
+
+@task(name="load-model", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
+def load_model(store: ModelStore, record: ModelRecord):
+    """Read a trained model from the model store."""
+    model = store.load(record)
+    get_run_logger().info(
+        "Loaded %s of %s (%.1f MB)", record.key, record.family, record.size_bytes / 1e6
+    )
+    return model
 
 
 @task(name="predict", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
@@ -156,30 +184,6 @@ def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionS
     return checked
 
 
-@task(
-    name="score-validation",
-    cache_key_fn=_scores_cache_key,
-    persist_result=True,
-    on_failure=[note_failed_step],
-)
-def score_validation(
-    source: DataSource, node: TournamentNode, features: list[str], model
-) -> EraScores:
-    """Per-era numerai_corr of the model on the validation data (cached with the model)."""
-    path = download_dataset(source, "validation.parquet")
-    frame = read_columns(path, ["era", node.target])
-    frame["prediction"] = model_module(node.model).predict(model, path, features)
-    scores = score_eras(frame, node.target)
-    get_run_logger().info(
-        "Validation corr: mean %.4f, std %.4f, sharpe %.2f over %d eras",
-        scores.mean,
-        scores.std,
-        scores.sharpe,
-        len(scores.per_era),
-    )
-    return scores
-
-
 @flow(name=TOURNAMENT_FLOW.flow_name, flow_run_name=run_name, log_prints=True)
 def tournament_node(
     node: TournamentNode | None = None,
@@ -189,7 +193,8 @@ def tournament_node(
 ) -> SubmissionOutcome:
     """Numerai Classic node: predict the open round and submit with Numerai's trigger id.
 
-    Steps: resolve the round, download live data, load the cached model or train it, predict,
+    Steps: resolve the round, find the spec's model in the model store (or train it, when the
+    node may; or take the family's last good model, and say so), download live data, predict,
     validate, upload, submit, report. A run for a round that already has its submission (this
     trigger id's, or a fallback or manual run's) ends after checking the account, with nothing
     downloaded or uploaded; `resubmit` uploads anyway, and Numerai keeps the new file.
@@ -198,9 +203,8 @@ def tournament_node(
     with node_run(node.name, node.numerai_model, trigger_id, round_number) as run:
         refuse_endless_restarts()
         # A wrong module or parameter fails now, before the account check and any download.
-        module = model_module(node.model)
-        node = node.model_copy(update={"params": check_params(module, node.params)})
-        source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, node.data_version)
+        spec = node.model_spec().checked()
+        source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, spec.data_version)
         current = run.resolved(resolve_round(source, round_number))
         predictions_file = cache.predictions_path(
             source.data_dir, source.data_version, current.number, node.name
@@ -211,23 +215,33 @@ def tournament_node(
             )
             if (done := round_submitted(source, who, predictions_file)) is not None:
                 return run.submitted(done)  # a fallback, manual or restarted run: nothing to do
-            features = load_features(source, node.feature_set, node.target)
-            trained = train_model(source, node, features, return_state=True)
-            model = trained.result()
+            store = model_store()
+            choice = find_model(store, spec, source, node.train)
+            if choice.record is None:
+                # Scored after the submission: the round's window is for submitting.
+                record, model = train_and_store(store, choice.key, source, spec, score=False)
+            else:
+                record, model = choice.record, load_model(store, choice.record)
+            if choice.kind == "stale":
+                run.stale_model(spec.name, choice.key, record.key, record.data_version)
             live_path = download_dataset(source, "live.parquet", current.number)
             predictions_path = predict_live(
-                source, node, model, features, live_path, current.number
+                source, node, model, record.features, live_path, current.number
             )
             checked = validate_predictions(predictions_path, live_path)
             outcome = run.submitted(submit_predictions(source, who, predictions_path))
-        scores = score_validation(source, node, features, model) if node.score_validation else None
+        scores = record.validation if node.score_validation else None
+        if node.score_validation and scores is None:
+            scores = score_validation(source, spec, record.features, model)
+            store.save_record(record.model_copy(update={"validation": scores}))
         publish_report(
             node.name,
             outcome,
             checked,
             scores,
-            trained=trained.name != "Cached",
+            trained=choice.kind == "train",
             tournament=source.tournament,
             model_id=who.model_id,
+            model_note=choice.note(spec),
         )
         return outcome

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -10,6 +13,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.client.schemas.objects import Artifact, TaskRun
+from prefect.events.worker import EventsWorker
+from prefect.settings import PREFECT_API_URL
 
 
 def task_runs(flow_state) -> list[TaskRun]:
@@ -48,3 +53,23 @@ def all_artifacts(flow_state) -> list[Artifact]:
         return client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
+
+
+def run_events(run_id: str, timeout: float = 20) -> list[dict]:
+    """The project's events that the flow run sent (the server stores them shortly after)."""
+    EventsWorker.drain_all(timeout=10)
+    query = {
+        "filter": {
+            "event": {"prefix": ["numerai."]},
+            "related": {"id": [f"prefect.flow-run.{run_id}"]},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=10)
+        answer.raise_for_status()
+        found = answer.json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)

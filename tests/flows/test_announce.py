@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 from prefect.client.orchestration import get_client
-from prefect.events.worker import EventsWorker
-from prefect.settings import PREFECT_API_URL
 
 from flows import events
 from flows.announce import NodeRun, describe_failure, one_line, run_title
@@ -19,6 +15,7 @@ from flows.report import failure_summary
 from flows.steps import mark_step, note_failed_step
 from flows.tournament import TournamentNode, tournament_node
 from tests.flows.prefect_runs import artifacts
+from tests.flows.prefect_runs import run_events as _events
 
 FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
@@ -116,26 +113,6 @@ def test_every_task_of_the_node_flows_names_its_step_when_it_fails():
 
 
 # --- node runs ----------------------------------------------------------------------------------
-
-
-def _events(run_id: str, timeout: float = 20) -> list[dict]:
-    """The project's events that the flow run sent (the server stores them shortly after)."""
-    EventsWorker.drain_all(timeout=10)
-    query = {
-        "filter": {
-            "event": {"prefix": ["numerai."]},
-            "related": {"id": [f"prefect.flow-run.{run_id}"]},
-        },
-        "limit": 50,
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=query, timeout=10)
-        answer.raise_for_status()
-        found = answer.json()["events"]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
 
 
 def _flow_run(state):
