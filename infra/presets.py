@@ -1,7 +1,8 @@
-"""Machine-size presets (`gen-m`, `mem-l`, …) turned into ECS and Cloud Run v2 job variables."""
+"""Machine-size presets (`gen-m`, `mem-l`, …): ECS and Cloud Run v2 job variables, and what fits."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -83,6 +84,61 @@ def job_variables(preset: str, pool_type: str) -> dict:
             "memory": f"{size.cloud_run_memory_mib // _GIB}Gi",
             "timeout": CLOUD_RUN_TIMEOUT_SECONDS,
         }
-    raise ConfigurationError(
+    raise _unknown_pool_type(pool_type)
+
+
+def machine(preset: str, pool_type: str) -> tuple[float, int]:
+    """(vCPU, MiB) of `preset` on a pool of `pool_type`; Fargate's 1024 CPU units are one vCPU."""
+    size = PRESETS[known_preset(preset)]
+    if pool_type == ECS:
+        return size.fargate_cpu / 1024, size.fargate_memory_mib
+    if pool_type == CLOUD_RUN_V2:
+        return float(size.cloud_run_cpu), size.cloud_run_memory_mib
+    raise _unknown_pool_type(pool_type)
+
+
+def _unknown_pool_type(pool_type: str) -> ConfigurationError:
+    return ConfigurationError(
         f"Unknown work pool type '{pool_type}'. Valid pool types: {', '.join(POOL_TYPES)}."
     )
+
+
+# What Numerai data a preset fits. ESTIMATES, all in this one block: check them against the peak
+# RSS that benchmarks/tournament_node.py measures (the performance issue's benchmark) and correct
+# them here; `numerai-nodes sizes` and its tests read nothing else.
+# - Numerai Classic v5.2: about 2.75 million training rows, and a live round of about 6,000.
+# - Features per Classic feature set; Numerai stores each value as int8, 1 byte.
+# - Training peaks at 2.5x the raw int8 frame (LightGBM's binned dataset and pandas' copies) plus
+#   1 GiB for the Python process (interpreter, pandas, LightGBM, Prefect).
+# - Predicting reads the live round only: at most 6,000 x 2,376 bytes (14 MB), so the process
+#   and the model fit in 1 GiB, the smallest preset: it always fits.
+TRAIN_ROWS = 2_750_000
+LIVE_ROWS = 6_000
+FEATURE_SETS: dict[str, int] = {"small": 42, "medium": 705, "all": 2_376}
+BYTES_PER_VALUE = 1
+TRAIN_OVERHEAD_FACTOR = 2.5
+PROCESS_MIB = 1 * _GIB
+PREDICT_MIB = 1 * _GIB
+STAGES = ("train", "predict")
+
+
+def needed_mib(feature_set: str, stage: str) -> int:
+    """Estimated peak memory (MiB) to `train` on v5.2's training set or `predict` a live round
+    with `feature_set` (see the estimates above)."""
+    features = FEATURE_SETS[feature_set]
+    if stage == "train":
+        raw_bytes = TRAIN_ROWS * features * BYTES_PER_VALUE
+        return math.ceil(raw_bytes * TRAIN_OVERHEAD_FACTOR / 2**20) + PROCESS_MIB
+    if stage == "predict":
+        return PREDICT_MIB
+    raise ValueError(f"Unknown stage '{stage}'. Valid stages: {', '.join(STAGES)}.")
+
+
+def fits(preset: str, pool_type: str) -> dict[str, dict[str, bool]]:
+    """For each stage (`train`, `predict`), whether each feature set fits in the memory of
+    `preset` on a pool of `pool_type`, by the estimates above."""
+    _, memory_mib = machine(preset, pool_type)
+    return {
+        stage: {name: needed_mib(name, stage) <= memory_mib for name in FEATURE_SETS}
+        for stage in STAGES
+    }

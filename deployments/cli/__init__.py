@@ -21,6 +21,7 @@ from deployments.cli import (
     recovery,
     round_day,
     run,
+    sizes,
     stack,
     webhook,
 )
@@ -65,6 +66,7 @@ app.add_typer(webhook.app, name="webhook")
 app.add_typer(node.app, name="node")
 app.command("doctor")(doctor.doctor)
 app.command("history")(history.history)
+app.command("sizes")(sizes.sizes)
 app.command("round")(round_day.round_command)
 app.add_typer(infra.app, name="infra")
 app.add_typer(recovery.app, name="recovery")

@@ -1,0 +1,103 @@
+"""`numerai-nodes sizes`: every preset, its machine on each cloud, and the Numerai data it fits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from deployments.cli import app
+from infra.presets import (
+    CLOUD_RUN_V2,
+    ECS,
+    FEATURE_SETS,
+    LIVE_ROWS,
+    PREDICT_MIB,
+    fits,
+    machine,
+    needed_mib,
+    preset_names,
+)
+
+WIDE = {"COLUMNS": "200"}
+
+
+def _sizes_json() -> dict:
+    result = CliRunner().invoke(app, ["sizes", "--json"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_json_lists_all_eighteen_presets_with_both_clouds():
+    shown = _sizes_json()
+    assert [entry["preset"] for entry in shown["presets"]] == preset_names()
+    assert len(shown["presets"]) == 18
+    for entry in shown["presets"]:
+        for pool_type in (ECS, CLOUD_RUN_V2):
+            on = entry[pool_type]
+            assert (on["vcpu"], on["memory_mib"]) == machine(entry["preset"], pool_type)
+            assert {"train": on["train"], "predict": on["predict"]} == fits(
+                entry["preset"], pool_type
+            )
+            assert set(on["train"]) == set(on["predict"]) == set(FEATURE_SETS)
+
+
+def test_a_small_machine_cannot_train_on_every_feature():
+    # gen-xs has 2 GiB: the small feature set fits, all 2,376 features (about 16 GiB) do not.
+    assert machine("gen-xs", ECS)[1] == 2048
+    for pool_type in (ECS, CLOUD_RUN_V2):
+        train = fits("gen-xs", pool_type)["train"]
+        assert train == {"small": True, "medium": False, "all": False}
+
+
+def test_the_largest_memory_preset_trains_on_every_feature():
+    assert fits("mem-2xl", ECS)["train"] == {"small": True, "medium": True, "all": True}
+    assert fits("mem-2xl", CLOUD_RUN_V2)["train"]["all"]
+
+
+def test_cloud_run_caps_at_32_gib_and_8_vcpu():
+    on_cloud_run = [machine(name, CLOUD_RUN_V2) for name in preset_names()]
+    assert max(mib for _, mib in on_cloud_run) == 32 * 1024
+    assert max(vcpu for vcpu, _ in on_cloud_run) == 8
+    # Fargate goes further: mem-2xl is 16 vCPU and 120 GiB there, 8 vCPU and 32 GiB on Cloud Run.
+    assert machine("mem-2xl", ECS) == (16, 120 * 1024)
+    assert machine("mem-2xl", CLOUD_RUN_V2) == (8, 32 * 1024)
+
+
+def test_training_needs_grow_with_the_feature_set_and_predicting_always_fits():
+    train = [needed_mib(name, "train") for name in ("small", "medium", "all")]
+    assert train == sorted(train) and 16 * 1024 < train[-1] < 17 * 1024
+    # The live round is a few thousand rows: even `all` is a few MB of int8.
+    assert LIVE_ROWS * FEATURE_SETS["all"] < 20 * 2**20
+    for name in preset_names():
+        for pool_type in (ECS, CLOUD_RUN_V2):
+            assert machine(name, pool_type)[1] >= PREDICT_MIB
+            assert all(fits(name, pool_type)["predict"].values())
+
+
+def test_a_feature_set_fits_when_its_estimate_is_within_the_memory():
+    for name in preset_names():
+        for pool_type in (ECS, CLOUD_RUN_V2):
+            memory = machine(name, pool_type)[1]
+            for feature_set in FEATURE_SETS:
+                expected = needed_mib(feature_set, "train") <= memory
+                assert fits(name, pool_type)["train"][feature_set] == expected
+
+
+def test_the_table_shows_every_preset_and_the_estimates():
+    result = CliRunner().invoke(app, ["sizes"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    for name in preset_names():
+        assert name in result.stdout
+    assert "120 GiB" in result.stdout and "train all" in result.stdout
+    assert "Estimated peak memory" in result.stdout
+
+
+def test_an_unknown_pool_type_or_stage_is_refused():
+    from flows.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cloud-run-v2"):
+        machine("gen-m", "kubernetes")
+    with pytest.raises(ValueError, match="train, predict"):
+        needed_mib("small", "serve")
