@@ -1,10 +1,11 @@
 """What alerts say: the subject and body templates of each alert automation.
 
 They are Jinja templates that Prefect renders when an automation fires, over the triggering
-event (`event`: a node's failure event, the webhook event of a round at risk, Prefect's Crashed
-event) and the objects it names (`flow_run`); a missing field renders empty, never an error.
-Each names the node, the round, the cause and what to do, and nothing secret: the events they
-read carry no key, and the webhook token stays in the gateway.
+event (`event`: a node's failure or stale-model event, the webhook event of a round at risk,
+Prefect's Crashed event) and the objects it names (`flow_run`); a missing field renders empty,
+never an error. Each names the node, the round, the cause and what to do, and nothing secret: the
+events they read carry no API key (a model key is a digest, not a secret), and the webhook token
+stays in the gateway.
 """
 
 from __future__ import annotations
@@ -77,6 +78,20 @@ def at_risk_body(window_minutes: float) -> str:
     )
 
 
+STALE_SUBJECT = (
+    _PAYLOAD + "numerai-nodes: {{ p.node }} submitted round {{ p.round or '?' }} with a stale "
+    "model of {{ p.spec }}"
+)
+STALE_BODY = _PAYLOAD + (
+    "Node {{ p.node }} (Numerai model {{ p.model }}) submitted for round {{ p.round or '?' }} "
+    "with a stale model: spec {{ p.spec }}'s own model ({{ p.wanted_key }}) is not trained yet, "
+    "so it predicted with the family's last good model {{ p.used_key }} (data "
+    "{{ p.used_data_version }}; an older data version or code).\n"
+    "Next: `numerai-nodes train {{ p.spec }}` (or run the deployment train-{{ p.spec }}); the "
+    "node's next run uses the new model.\n"
+    "Trigger {{ p.trigger_id or 'none (a manual or scheduled run)' }}, flow run "
+    "{{ p.flow_run or '?' }}." + _RUN_LINK
+)
 WATCHDOG_SUBJECT = (
     _PAYLOAD + "numerai-nodes: round {{ p.round }} closes in {{ p.minutes_left }} min and "
     "{{ p.node }} has not submitted"

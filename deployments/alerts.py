@@ -14,6 +14,8 @@ for that channel, one automation per thing that goes wrong, each with a send-not
   followed (no submission, no failure): the run is stuck, waiting for a worker, or retrying;
 - **round at risk (watchdog)**: the watchdog flow found a round about to close without a
   submission of a node's model (also when no webhook came at all).
+- **model stale**: a node submits with its spec family's last good model (an older data
+  version or code) because its own spec's model is not trained yet: `numerai-nodes train SPEC`.
 
 Each event that can alert names the node as its resource (flows/events.py), so one failure makes
 one alert. The webhook URLs are secrets: they live in the blocks (as Prefect secret fields) and
@@ -51,6 +53,8 @@ from deployments.alert_messages import (
     FAILED_SUBJECT,
     ROUND_CLOSED_BODY,
     ROUND_CLOSED_SUBJECT,
+    STALE_BODY,
+    STALE_SUBJECT,
     TEST_BODY,
     TEST_SUBJECT,
     WATCHDOG_BODY,
@@ -191,6 +195,16 @@ def automations(
                 expect={events.ROUND_AT_RISK}, match=nodes, posture=Posture.Reactive, threshold=1
             ),
             actions=notify(WATCHDOG_SUBJECT, WATCHDOG_BODY),
+        ),
+        AutomationCore(
+            name=automation_name(channel, "model stale: a node submits with an older model"),
+            description="A node's spec has no trained model yet, so the node submits with its "
+            "spec family's last good model (an older data version or code); `numerai-nodes "
+            "train SPEC` trains it.",
+            trigger=EventTrigger(
+                expect={events.MODEL_STALE}, match=nodes, posture=Posture.Reactive, threshold=1
+            ),
+            actions=notify(STALE_SUBJECT, STALE_BODY),
         ),
     ]
 

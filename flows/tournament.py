@@ -222,14 +222,14 @@ def tournament_node(
                 record, model = train_and_store(store, choice.key, source, spec, score=False)
             else:
                 record, model = choice.record, load_model(store, choice.record)
-            if choice.kind == "stale":
-                run.stale_model(spec.name, choice.key, record.key, record.data_version)
             live_path = download_dataset(source, "live.parquet", current.number)
             predictions_path = predict_live(
                 source, node, model, record.features, live_path, current.number
             )
             checked = validate_predictions(predictions_path, live_path)
             outcome = run.submitted(submit_predictions(source, who, predictions_path))
+        if choice.kind == "stale":  # after the submission: the alert says it was made
+            run.stale_model(spec.name, choice.key, record.key, record.data_version)
         scores = record.validation if node.score_validation else None
         if node.score_validation and scores is None:
             scores = score_validation(source, spec, record.features, model)

@@ -16,8 +16,8 @@ from deployments.cli.stack import load_stack, prefect_api_url
 
 app = typer.Typer(
     help="Alerts: a message (Slack, Discord, Teams, email or any webhook) when a node run fails "
-    "or crashes, when a round is at risk (a webhook but no submission), or when a round closed "
-    "before a node submitted.",
+    "or crashes, when a round is at risk (a webhook but no submission), when a round closed "
+    "before a node submitted, or when a node submitted with a stale model.",
     no_args_is_help=True,
 )
 

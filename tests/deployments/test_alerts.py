@@ -195,6 +195,54 @@ def test_a_round_at_risk_alert_names_the_node_from_the_webhook_event():
     assert "(trigger t-1, round 1002), and in 30 minutes no submission" in body
 
 
+def _stale_event(**payload) -> Event:
+    body = {
+        "node": "tournament",
+        "model": "my_model",
+        "round": 1001,
+        "trigger_id": "3f2a9c1b-aaaa",
+        "flow_run": "tournament-r1001-3f2a9c1b",
+        "spec": "fast",
+        "wanted_key": "fast-v5.2-new0000",
+        "used_key": "fast-v5.0-old1111",
+        "used_data_version": "v5.0",
+        **payload,
+    }
+    return Event(
+        event=events.MODEL_STALE,
+        resource=events.node_resource(
+            "tournament", model="my_model", round=body["round"], trigger_id=body["trigger_id"]
+        ),
+        payload=body,
+    )
+
+
+def test_a_stale_model_alert_names_the_model_used_and_the_training_command():
+    event = _stale_event()
+    subject = _render(messages.STALE_SUBJECT, event)
+    body = _render(messages.STALE_BODY, event)
+    assert subject == "numerai-nodes: tournament submitted round 1001 with a stale model of fast"
+    assert "Node tournament (Numerai model my_model) submitted for round 1001" in body
+    assert "spec fast's own model (fast-v5.2-new0000) is not trained yet" in body
+    assert "last good model fast-v5.0-old1111 (data v5.0;" in body
+    assert "Next: `numerai-nodes train fast` (or run the deployment train-fast)" in body
+    assert "Trigger 3f2a9c1b-aaaa, flow run tournament-r1001-3f2a9c1b." in body
+
+
+def test_a_stale_model_of_a_manual_run_says_so():
+    body = _render(messages.STALE_BODY, _stale_event(trigger_id=None))
+    assert "Trigger none (a manual or scheduled run)" in body
+
+
+def test_each_channel_gets_one_automation_per_alert_kind_on_the_node_events():
+    found = {a.name.split("): ", 1)[1]: a for a in alerts.automations("team", uuid4())}
+    assert len(found) == 6
+    stale = found["model stale: a node submits with an older model"]
+    assert stale.trigger.expect == {events.MODEL_STALE}
+    assert stale.trigger.match.model_dump() == {"prefect.resource.id": f"{events.RESOURCE_PREFIX}*"}
+    assert [a.subject for a in stale.actions] == [messages.STALE_SUBJECT]
+
+
 def test_every_template_is_one_prefects_server_accepts():
     block_id = uuid4()
     for automation in alerts.automations("team", block_id):

@@ -1,9 +1,10 @@
 """Alerts on the local stack: real automations on a real Prefect server send through a webhook
 block to a loopback receiver standing in for Slack (a Slack-compatible incoming webhook).
 
-The node runs come from webhooks through the gateway, like Numerai's; the only shortcut is the
-round-at-risk window, shrunk to 30 s. The module leaves the stack as it found it: its channels
-removed, the sandbox's faults off.
+The node runs come from webhooks through the gateway, like Numerai's; the shortcuts are the
+round-at-risk window, shrunk to 30 s, and the stale-model event, posted as a node run sends it
+(tests/flows/test_training.py has a node run send it). The module leaves the stack as it found
+it: its channels removed, the sandbox's faults off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from prefect.events import Event
 from typer.testing import CliRunner
 
 from deployments import alert_messages as messages
@@ -26,6 +28,7 @@ from deployments import alerts
 from deployments.cli import app
 from deployments.events import build_event
 from deployments.webhooks import prefect_api
+from flows import events
 from flows.tournaments import CLASSIC
 from tests.integration.local_stack import Stack
 
@@ -35,6 +38,7 @@ runner = CliRunner()
 AT_RISK_MINUTES = 0.5
 CHANNEL = "alerts-under-test"
 PROBE_NODE = "alerts-probe"  # a node with a webhook but no deployment: nothing ever submits
+STALE_NODE = "alerts-stale"  # a node with no deployment whose stale-model event is posted
 
 
 class Receiver:
@@ -203,7 +207,7 @@ def test_alerts_add_list_test_and_remove_through_the_cli(stack, alerting):
     for channel in channels.values():
         assert channel["kind"] == "custom-webhook"
         assert channel["target"] == f"http://127.0.0.1:{receiver.port}/****"
-        assert len(channel["automations"]) == 5
+        assert len(channel["automations"]) == 6
 
     tested = runner.invoke(app, ["alerts", "test", "cli-round-trip"])
     assert tested.exit_code == 0, tested.output
@@ -224,7 +228,7 @@ def test_alerts_add_list_test_and_remove_through_the_cli(stack, alerting):
     assert removed.exit_code == 0, removed.output
     names = [a["name"] for a in stack.api("automations/filter").json()]
     assert not [name for name in names if "(cli-round-trip)" in name]
-    assert len([name for name in names if f"({CHANNEL})" in name]) == 5
+    assert len([name for name in names if f"({CHANNEL})" in name]) == 6
     # The deployments' webhook triggers are named for what they do (prefect.yaml's `name:`).
     assert {"tournament: run on Numerai's webhook", "signals: run on Numerai's webhook"} <= set(
         names
@@ -232,6 +236,45 @@ def test_alerts_add_list_test_and_remove_through_the_cli(stack, alerting):
     missing = runner.invoke(app, ["alerts", "test", "cli-round-trip"])
     assert missing.exit_code == 1
     assert "No alert channel named 'cli-round-trip'" in " ".join(missing.output.split())
+
+
+def test_a_stale_model_event_sends_one_alert_naming_the_spec_and_the_training_command(
+    stack, alerting
+):
+    receiver, _ = alerting
+    trigger_id = f"alerts-stale-{uuid.uuid4()}"
+    round_number = _round(stack)
+    stale = Event(
+        event=events.MODEL_STALE,
+        resource=events.node_resource(
+            STALE_NODE, model="stale_model", round=round_number, trigger_id=trigger_id
+        ),
+        payload={
+            "node": STALE_NODE,
+            "model": "stale_model",
+            "round": round_number,
+            "trigger_id": trigger_id,
+            "flow_run": f"{STALE_NODE}-r{round_number}-{trigger_id[:8]}",
+            "spec": "fast-spec",
+            "wanted_key": "model-wanted-0000",
+            "used_key": "model-used-1111",
+            "used_data_version": "v5.0",
+        },
+    )
+    posted = httpx.post(
+        stack.url("prefect", "api/events"), json=[stale.model_dump(mode="json")], timeout=30
+    )
+    assert posted.status_code == 204, posted.text
+
+    alert = receiver.wait_for(trigger_id, timeout=60)
+
+    assert alert["subject"] == (
+        f"numerai-nodes: {STALE_NODE} submitted round {round_number} with a stale model of fast-spec"
+    )
+    assert "last good model model-used-1111 (data v5.0;" in alert["body"]
+    assert "Next: `numerai-nodes train fast-spec`" in alert["body"]
+    time.sleep(3)
+    assert len(receiver.about(trigger_id)) == 1
 
 
 def test_a_webhook_without_a_submission_is_a_round_at_risk_and_nothing_else_alerted(
@@ -254,5 +297,5 @@ def test_a_webhook_without_a_submission_is_a_round_at_risk_and_nothing_else_aler
         for secret in (keys.get("NUMERAI_SECRET_KEY"), keys.get("NUMERAI_PUBLIC_ID"), token):
             assert secret and secret not in json.dumps(body)
     subjects = sorted(body["subject"].split(":")[1].split()[0] for body in receiver.received)
-    expected = sorted([PROBE_NODE, "round", "test", "tournament"])
+    expected = sorted([PROBE_NODE, STALE_NODE, "round", "test", "tournament"])
     assert subjects == expected, [body["subject"] for body in receiver.received]
