@@ -17,7 +17,7 @@ def sizes(
     Run, and whether training LightGBM on v5.2's full training set with each Classic feature set
     (small, medium, all), and predicting a live round, fits in memory.
 
-    The memory needs are estimates (infra/presets.py) until checked against
+    The memory needs are estimates (deployments/presets.py) until checked against
     the peak RSS that benchmarks/tournament_node.py measures.
 
     Pick a preset with `<<: *ecs-<preset>` in prefect.aws.yaml or
@@ -25,7 +25,7 @@ def sizes(
     """
     from rich.table import Table
 
-    from infra.presets import (
+    from deployments.presets import (
         FEATURE_SETS,
         POOL_TYPES,
         STAGES,
@@ -68,7 +68,7 @@ def sizes(
     train = ", ".join(f"{s} {_gib(needed_mib(s, 'train'))}" for s in FEATURE_SETS)
     console.print(
         f"[dim]Estimated peak memory to train on v5.2: {train}; predicting a live round fits in "
-        f"{_gib(needed_mib('all', 'predict'))}. Estimates: see infra/presets.py.[/]",
+        f"{_gib(needed_mib('all', 'predict'))}. Estimates: see deployments/presets.py.[/]",
         highlight=False,
     )
 

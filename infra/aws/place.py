@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from prefect_aws import AwsCredentials, S3Bucket
 
 from deployments import recovery
+from deployments.presets import ECS
 from infra.aws.cloudformation import (
     Action,
     Progress,
@@ -38,7 +39,6 @@ from infra.pools import (
     set_variable,
     upsert_pool,
 )
-from infra.presets import ECS
 
 PLACE = "aws"
 _BLOCK_TYPE = "s3-bucket"

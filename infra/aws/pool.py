@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from deployments.presets import ECS, job_variables
 from deployments.recovery import heartbeat_env
 from infra.aws.cloudformation import region_of
 from infra.aws.errors import AwsSettingsError
 from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
-from infra.presets import ECS, job_variables
 
 # The Prefect variable prefect.yaml names as the ECS node's image repository.
 IMAGE_VARIABLE = "numerai_nodes_ecs_image"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.presets import Preset
+from deployments.presets import Preset
 
 
 class AwsSettings(BaseSettings):

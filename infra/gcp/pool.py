@@ -7,12 +7,12 @@ from typing import Any
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 
+from deployments.presets import CLOUD_RUN_V2, job_variables
 from deployments.recovery import heartbeat_env
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.gcp.errors import UP_COMMAND, CredentialsBlockMissing, StackOutputsMissing
 from infra.gcp.settings import RESULTS_BLOCK, GcpSettings
 from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
-from infra.presets import CLOUD_RUN_V2, job_variables
 
 POOL_TYPE = CLOUD_RUN_V2
 IMAGE_NAME = "numerai-nodes"

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.presets import Preset
+from deployments.presets import Preset
 
 # Package data: the Terraform configuration sits beside this module, in an installed package too.
 CONFIG_DIR = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deployments.catalogue import load_nodes, nodes_on_pool
-from infra.presets import job_variables, preset_names
+from deployments.presets import job_variables, preset_names
 
 ROOT = Path(__file__).parents[2]
 CATALOGUE = ROOT / "prefect.yaml"

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from infra.presets import (
+from deployments.presets import (
     CLOUD_RUN_V2,
     ECS,
     FEATURE_SETS,

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from deployments.presets import FAMILIES, SIZES, job_variables, preset_names
 from flows.errors import ConfigurationError, NodeError
-from infra.presets import FAMILIES, SIZES, job_variables, preset_names
 
 # AWS Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
 _FARGATE = {
