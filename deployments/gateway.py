@@ -14,13 +14,15 @@ import hmac
 import logging
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -43,7 +45,10 @@ from deployments.gateway_settings import (
     prefect_headers,
 )
 from deployments.outbox import Outbox, OutboxUnavailable
+from deployments.tokens import load_token
+from deployments.webhooks import prefect_api
 from flows.errors import NodeError
+from flows.events import NODE_NAME_PATTERN
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -115,6 +120,7 @@ def create_app(
     app.state.tokens = {
         node: token.get_secret_value().encode() for node, token in settings.tokens.items()
     }
+    app.state.misses = {}
     app.state.decoy = secrets.token_urlsafe(32).encode()
     return app
 
@@ -125,11 +131,45 @@ def _report_stopped_delivery(task: asyncio.Task[None]) -> None:
         logger.error("The delivery loop stopped; events stay in the outbox", exc_info=exc)
 
 
+# A node added while the gateway runs (`numerai-nodes node add --deploy`) has its token in a
+# Prefect Secret block the gateway has not read: it is read on the node's first call. A miss is
+# remembered for a minute, so a name that has no token costs one look-up a minute at most.
+_MISS_SECONDS = 60.0
+_MISSES_KEPT = 10_000
+
+
+async def _discover_token(state: Any, settings: GatewaySettings, node: str) -> None:
+    """Read the token of a node the gateway did not know when it started, if it has one."""
+    if node in state.tokens or not NODE_NAME_PATTERN.fullmatch(node):
+        return
+    missed = state.misses.get(node)
+    if missed is not None and time.monotonic() - missed < _MISS_SECONDS:
+        return
+
+    def look_up() -> SecretStr | None:
+        with prefect_api(settings.prefect_api_url):
+            return load_token(node)
+
+    try:
+        token = await asyncio.to_thread(look_up)
+    except Exception as exc:  # Prefect unreachable: the call is answered as for an unknown node
+        logger.warning("Node %s: could not look up its token (%s)", node, type(exc).__name__)
+        token = None
+    if token is None:
+        if len(state.misses) >= _MISSES_KEPT:
+            state.misses.clear()
+        state.misses[node] = time.monotonic()
+        return
+    state.tokens[node] = token.get_secret_value().encode()
+    logger.info("Node %s: its webhook token was created after the gateway started; read it", node)
+
+
 async def _receive_webhook(request: Request) -> JSONResponse:
     """Authenticate, validate, record: 202 only once the event is on disk in the outbox."""
     state = request.app.state
     settings: GatewaySettings = state.settings
     node = request.path_params["node"]
+    await _discover_token(state, settings, node)
     if not _authenticate(state.tokens, state.decoy, node, request.path_params["token"]):
         return _not_found()
     try:

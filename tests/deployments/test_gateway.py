@@ -604,3 +604,21 @@ def test_tokens_rotate_into_secret_blocks_and_serve_the_gateway(
         old = httpx.post(f"{served.url}/hooks/delta/{first}", json={"triggerId": "rotated"})
         new = httpx.post(f"{served.url}/hooks/delta/{token}", json={"triggerId": "rotated"})
     assert (old.status_code, new.status_code) == (404, 202)
+
+
+def test_a_node_added_after_the_gateway_started_is_served_once_its_token_exists(
+    prefect: PrefectServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NUMERAI_NODES_TOKEN_EPSILON", raising=False)
+    app = create_app(_settings(prefect.api_url, tmp_path / "outbox.sqlite"))
+    with UvicornThread(app) as served:
+        before = httpx.post(f"{served.url}/hooks/epsilon/{'x' * 43}", json={"triggerId": "early"})
+        with temporary_settings({PREFECT_API_URL: prefect.api_url}):
+            token = create_or_rotate("epsilon")  # what `node add --deploy` does
+        # A miss is remembered for a while: the same name is not looked up again at once.
+        still = httpx.post(f"{served.url}/hooks/epsilon/{token}", json={"triggerId": "early"})
+        app.state.misses.clear()  # ... until that while is over
+        after = httpx.post(f"{served.url}/hooks/epsilon/{token}", json={"triggerId": "added"})
+        wrong = httpx.post(f"{served.url}/hooks/epsilon/{'y' * 43}", json={"triggerId": "bad"})
+    assert (before.status_code, still.status_code) == (404, 404)
+    assert (after.status_code, wrong.status_code) == (202, 404)
