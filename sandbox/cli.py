@@ -291,6 +291,17 @@ def open_round(
         )
 
 
+@app.command("add-model")
+def add_model(
+    name: Annotated[str, typer.Argument(help="The model's name, as on numer.ai.")],
+    url: Url = None,
+    tournament: TournamentId = CLASSIC,
+) -> None:
+    """Add a model to the sandbox's account (on Numerai you create it on numer.ai)."""
+    models = _admin("POST", url, "models", json={"name": name, "tournament": tournament})
+    typer.echo(f"the sandbox account has {len(models)} models; {name} is one of them")
+
+
 @app.command("close-round")
 def close_round(
     url: Url = None, tournament: TournamentId = CLASSIC, as_json: AsJson = False

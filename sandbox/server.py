@@ -246,6 +246,23 @@ class SandboxApp:
         called = [model.name for model in self.backend.webhook_models(tournament)]
         return JSONResponse({**round_json(rnd), "webhooks_called": called})
 
+    async def admin_models(self, request: Request) -> Response:
+        """GET: the account's models; POST {name, tournament}: add one (as numer.ai's site does;
+        Numerai's API has no call for it)."""
+        if request.method == "POST":
+            try:
+                body = await self._json_body(request)
+                name = str(body.get("name") or "")
+                if not name:
+                    raise SandboxError('send the model\'s name: {"name": "my_model"}')
+                self.backend.state.add_model(name, _tournament(request, body))
+            except SandboxError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        models = self.backend.state.models()
+        return JSONResponse(
+            [{"name": m.name, "id": m.id, "tournament": m.tournament} for m in models]
+        )
+
     async def admin_close_round(self, request: Request) -> Response:
         try:
             tournament = _tournament(request, await self._json_body(request))
@@ -288,6 +305,7 @@ def create_app(
             Route("/_sandbox/submissions", handlers.admin_submissions, methods=["GET"]),
             Route("/_sandbox/rounds/open", handlers.admin_open_round, methods=["POST"]),
             Route("/_sandbox/rounds/close", handlers.admin_close_round, methods=["POST"]),
+            Route("/_sandbox/models", handlers.admin_models, methods=["GET", "POST"]),
             Route("/_sandbox/faults", handlers.admin_faults, methods=["GET", "POST"]),
             Route("/_sandbox/chaos", handlers.admin_chaos, methods=["GET", "POST"]),
             Route("/_sandbox/webhooks", handlers.admin_webhooks, methods=["GET"]),

@@ -43,6 +43,16 @@ def test_admin_commands(sandbox: Sandbox):
     assert faults.exit_code == 0 and sandbox.faults.reject_uploads is True
 
 
+def test_add_model_gives_the_account_a_model_numerapi_then_finds(sandbox: Sandbox, napi):
+    added = CliRunner().invoke(app, ["add-model", "fresh_model", "--url", sandbox.url])
+    assert added.exit_code == 0, added.output
+    assert "fresh_model" in napi.get_models()
+    again = CliRunner().invoke(app, ["add-model", "fresh_model", "--url", sandbox.url])
+    assert again.exit_code == 0, "adding a model twice is no error"
+    nameless = httpx.post(f"{sandbox.url}/_sandbox/models", json={})
+    assert nameless.status_code == 400 and "send the model's name" in nameless.json()["error"]
+
+
 def test_admin_command_reports_an_unreachable_sandbox():
     result = CliRunner().invoke(app, ["open-round", "--url", "http://127.0.0.1:9/"])
     assert result.exit_code != 0
