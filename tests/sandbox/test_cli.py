@@ -49,7 +49,7 @@ def test_add_model_gives_the_account_a_model_numerapi_then_finds(sandbox: Sandbo
     assert "fresh_model" in napi.get_models()
     again = CliRunner().invoke(app, ["add-model", "fresh_model", "--url", sandbox.url])
     assert again.exit_code == 0, "adding a model twice is no error"
-    nameless = httpx.post(f"{sandbox.url}/_sandbox/models", json={})
+    nameless = httpx.post(f"{sandbox.url}_sandbox/models", json={})
     assert nameless.status_code == 400 and "send the model's name" in nameless.json()["error"]
 
 
