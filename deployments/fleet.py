@@ -209,6 +209,18 @@ def trained_specs(fleet: Fleet, nodes: list[ResolvedNode]) -> list[Spec]:
     return list(seen.values())
 
 
+def find_spec(fleet: Fleet, name: str) -> Spec:
+    """Spec `name`: a spec of `specs:`, or the inline spec of node `name`."""
+    for node in resolve(fleet):
+        if node.spec.name == name:
+            return node.spec
+    if name in fleet.specs:
+        return _spec(fleet, name, [])
+    inline = [n for n, node in fleet.nodes.items() if not isinstance(node.spec, str)]
+    known = ", ".join([*fleet.specs, *inline]) or "none"
+    raise FleetError(f"nodes.yaml has no spec '{name}' (specs: {known}).")
+
+
 def training_pool(fleet: Fleet, spec: Spec) -> str:
     return spec.training.pool or fleet.defaults.training.pool or fleet.defaults.pool
 

@@ -15,8 +15,10 @@ import typer
 from deployments.cli import (
     alerts,
     doctor,
+    fleet,
     history,
     infra,
+    models,
     node,
     recovery,
     round_day,
@@ -64,9 +66,15 @@ app.command("down")(stack.down)
 app.command("status")(stack.status)
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(node.app, name="node")
+node.app.command("add")(fleet.add)
+node.app.command("list")(fleet.list_nodes)
+node.app.command("remove")(fleet.remove)
+node.app.command("sync")(fleet.sync_command)
 app.command("doctor")(doctor.doctor)
 app.command("history")(history.history)
 app.command("sizes")(sizes.sizes)
+app.command("train")(models.train)
+app.command("models")(models.models)
 app.command("round")(round_day.round_command)
 app.add_typer(infra.app, name="infra")
 app.add_typer(recovery.app, name="recovery")

@@ -1,4 +1,5 @@
-"""`numerai-nodes node`: prove a deployed node works end to end."""
+"""`numerai-nodes node test`: prove a deployed node works end to end (the fleet commands, add,
+list, remove and sync, are in deployments/cli/fleet.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import typer
 
 from deployments.cli.output import console, err_console
 
-app = typer.Typer(help="Work with one node of prefect.yaml.", no_args_is_help=True)
+app = typer.Typer(
+    help="Your nodes: add, list and remove them (nodes.yaml), and test one end to end.",
+    no_args_is_help=True,
+)
 
 
 _LEVELS = {"DEBUG": "dim", "INFO": "blue", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}

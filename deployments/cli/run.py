@@ -204,7 +204,7 @@ def _submit_as(model: str | None, sandbox_models: list[str]) -> tuple[str | None
 def _api(sandbox: bool, size: str, tournament: Tournament):
     """Point this process at a sandbox (yield its model names in `tournament`), or at Numerai
     (yield []); and at a Prefect API for the run's history and the model cache's records."""
-    with _prefect_api():
+    with run_prefect_api():
         if not sandbox:
             os.environ.setdefault("NUMERAI_NODES_SHOW_PROGRESS", str(sys.stderr.isatty()))
             yield []
@@ -214,7 +214,7 @@ def _api(sandbox: bool, size: str, tournament: Tournament):
 
 
 @contextlib.contextmanager
-def _prefect_api():
+def run_prefect_api():
     """The running local stack's Prefect API when no PREFECT_API_URL is set (the run shows in
     its UI); else Prefect's temporary server, given time to start on a busy machine."""
     from prefect.settings import (

@@ -64,7 +64,7 @@ def register_command(
     api_url = prefect_api_url(stack, local or sandbox)
     cloud = is_prefect_cloud(api_url)
     with prefect_api(api_url):
-        numerai = _numerai(stack, found, sandbox)
+        numerai = numerai_client(stack, found, sandbox)
         token = None
         if not cloud:
             token, created = ensure_token(found.name)
@@ -129,14 +129,14 @@ def token_command(
         )
 
 
-def _numerai(stack: LocalStack, node: Node, sandbox: bool):
+def numerai_client(stack: LocalStack | None, node: Node, sandbox: bool):
     """A Numerai client for the node's tournament: the local sandbox's, or Numerai's."""
     from flows.keys import connect
     from flows.numerai import NumeraiClient
 
     if not sandbox:
         return connect(node.tournament)
-    running = stack.sandbox()
+    running = stack.sandbox() if stack is not None else None
     if running is None:
         raise fail("The local stack has no sandbox running. Start it: numerai-nodes up --sandbox")
     return NumeraiClient(

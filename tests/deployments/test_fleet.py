@@ -152,7 +152,7 @@ def test_node_add_and_remove_edit_lines_and_keep_the_comments(project):
 
 def test_an_add_that_would_not_work_leaves_nodes_yaml_as_it_was(project):
     path = project / "nodes.yaml"
-    with pytest.raises(FleetError, match="which nodes.yaml lacks"):
+    with pytest.raises(FleetError, match=r"which nodes\.yaml lacks"):
         add_node("zeta", {"spec": "missing"}, path)
     with pytest.raises(FleetError, match="already declares node 'alpha'"):
         add_node("alpha", {"spec": "small"}, path)

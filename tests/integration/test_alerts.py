@@ -269,7 +269,8 @@ def test_a_stale_model_event_sends_one_alert_naming_the_spec_and_the_training_co
     alert = receiver.wait_for(trigger_id, timeout=60)
 
     assert alert["subject"] == (
-        f"numerai-nodes: {STALE_NODE} submitted round {round_number} with a stale model of fast-spec"
+        f"numerai-nodes: {STALE_NODE} submitted round {round_number} with a stale model of "
+        "fast-spec"
     )
     assert "last good model model-used-1111 (data v5.0;" in alert["body"]
     assert "Next: `numerai-nodes train fast-spec`" in alert["body"]
