@@ -17,9 +17,11 @@ from deployments import recovery
 from deployments.catalogue import Node
 from deployments.checks import Check
 from deployments.events import node_resource_id
+from deployments.fleet import DECLARATIONS, read_fleet, resolve
+from deployments.fleet_yaml import in_step
 from deployments.tokens import load_token
 from deployments.webhooks import gateway_url, is_prefect_cloud
-from flows.errors import NodeError
+from flows.errors import ConfigurationError, NodeError
 from flows.keys import connect
 
 _PACKAGES = ("prefect", "numerapi", "numerai-tools", "lightgbm", "pandas", "yfinance")
@@ -50,7 +52,7 @@ def diagnose(
     pool present) are checked: the catalogue also holds nodes for clouds a user may not use.
     `places` adds each place's checks of the pools in use (the CLI passes infra's).
     """
-    checks = [_versions()]
+    checks = [_versions(), *_fleet()]
     api_url = PREFECT_API_URL.value()
     api_check, reachable = _prefect_api(api_url)
     checks.append(api_check)
@@ -108,6 +110,31 @@ def _versions() -> Check:
     if sys.version_info < (3, 11) or any(item.endswith("missing") for item in found):
         return Check("versions", "fail", detail, "Run `uv sync` in the project directory.")
     return Check("versions", "ok", detail)
+
+
+def _fleet() -> list[Check]:
+    """nodes.yaml works, and prefect.yaml holds what it declares (none without nodes.yaml)."""
+    if not DECLARATIONS.exists():
+        return []
+    try:
+        nodes = resolve(read_fleet())
+        current = in_step()
+    except ConfigurationError as exc:
+        return [
+            Check("nodes.yaml", "fail", str(exc), "Fix nodes.yaml, then: numerai-nodes node sync")
+        ]
+    specs = {node.spec.name for node in nodes}
+    detail = f"{len(nodes)} nodes over {len(specs)} specs"
+    if not current:
+        return [
+            Check(
+                "nodes.yaml",
+                "warn",
+                f"{detail}; prefect.yaml is out of step with it (edited by hand?)",
+                "numerai-nodes node sync",
+            )
+        ]
+    return [Check("nodes.yaml", "ok", f"{detail}, in step with prefect.yaml")]
 
 
 def _prefect_api(api_url: str | None) -> tuple[Check, bool]:
