@@ -6,7 +6,8 @@ import importlib
 import sys
 
 import models.tournament
-from flows.node import code_digest
+from flows.node import DataSource, code_digest
+from flows.training import ClassicSpec, model_key
 
 
 def _write(root, files: dict[str, str]) -> None:
@@ -22,7 +23,7 @@ def test_editing_a_helper_the_model_imports_changes_the_digest(tmp_path, monkeyp
         {
             "mymodels/__init__.py": "",
             "mymodels/model.py": "from mymodels import helpers\nimport json\n\n"
-            "def train():\n    return helpers.scale()\n",
+            "def train():\n    return helpers.scale()\n\n\ndef predict():\n    return 0\n",
             "mymodels/helpers.py": "from mymodels.deeper import factor\n\n"
             "def scale():\n    return factor() * 2\n",
             "mymodels/deeper.py": "def factor():\n    return 1\n",
@@ -34,11 +35,17 @@ def test_editing_a_helper_the_model_imports_changes_the_digest(tmp_path, monkeyp
         monkeypatch.delitem(sys.modules, name)
     model = importlib.import_module("mymodels.model")
     before = code_digest(model)
+    spec = ClassicSpec(name="mine", model="mymodels.model", data_version="v5.2")
+    source = DataSource(
+        api_url="http://127.0.0.1:1/", tournament=8, data_version="v5.2", data_dir=tmp_path
+    )
+    key = model_key(spec, source)
 
     (tmp_path / "mymodels/unused.py").write_text("X = 2\n")  # not imported: no retrain
-    assert code_digest(model) == before
+    assert code_digest(model) == before and model_key(spec, source) == key
     (tmp_path / "mymodels/deeper.py").write_text("def factor():\n    return 3\n")  # imported
     assert code_digest(model) != before
+    assert model_key(spec, source) != key, "the model store's key follows the helper's code"
 
 
 def test_the_example_model_covers_its_frames_helper_and_no_installed_package():
