@@ -3,6 +3,7 @@ webhook cleared. `numerai-nodes node add | list | remove` call these after editi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
 from deployments.catalogue import CATALOGUE, Node, load_nodes
 from deployments.fleet import DECLARATIONS, read_fleet, resolve, training_deployment
@@ -46,9 +48,13 @@ def deployables(node: Node, declarations: Path = DECLARATIONS) -> list[Deployabl
 def deploy(names: Iterable[Deployable], project_dir: Path = Path()) -> None:
     """Run `prefect --no-prompt deploy` for `names`, on the Prefect API of the environment."""
     arguments = [argument for each in names for argument in ("--name", each.full_name)]
+    env = dict(os.environ)
+    if api_url := PREFECT_API_URL.value():  # the API this process uses, also when set in code
+        env["PREFECT_API_URL"] = api_url
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *arguments],
         cwd=project_dir,
+        env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
