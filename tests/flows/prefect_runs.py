@@ -55,12 +55,14 @@ def all_artifacts(flow_state) -> list[Artifact]:
         )
 
 
-def run_events(run_id: str, timeout: float = 20) -> list[dict]:
+def run_events(
+    run_id: str, timeout: float = 20, prefixes: tuple[str, ...] = ("numerai.",)
+) -> list[dict]:
     """The project's events that the flow run sent (the server stores them shortly after)."""
     EventsWorker.drain_all(timeout=10)
     query = {
         "filter": {
-            "event": {"prefix": ["numerai."]},
+            "event": {"prefix": list(prefixes)},
             "related": {"id": [f"prefect.flow-run.{run_id}"]},
         },
         "limit": 50,
