@@ -14,8 +14,7 @@ from flows.node import SubmissionOutcome
 from flows.report import failure_summary
 from flows.steps import mark_step, note_failed_step
 from flows.tournament import TournamentNode, tournament_node
-from tests.flows.prefect_runs import artifacts
-from tests.flows.prefect_runs import run_events
+from tests.flows.prefect_runs import artifacts, run_events
 
 FAST = {"n_estimators": 20, "learning_rate": 0.1}
 
