@@ -22,8 +22,9 @@ class NodeFlow:
 
 TOURNAMENT_FLOW = NodeFlow("flows/tournament.py:tournament_node", "tournament-node", CLASSIC)
 SIGNALS_FLOW = NodeFlow("flows/signals.py:signals_node", "signals-node", SIGNALS)
-# Not a node: trains a Classic model spec into the model store ahead of round day.
-TRAINING_FLOW = NodeFlow("flows/training.py:train_spec", "train-model", CLASSIC)
+# Not a node: trains a Classic model spec into the model store ahead of round day. Its name is
+# its function's, as `prefect deploy --name <flow>/<deployment>` matches the function's name.
+TRAINING_FLOW = NodeFlow("flows/training.py:train_spec", "train-spec", CLASSIC)
 NODE_FLOWS: dict[str, NodeFlow] = {
     flow.entrypoint: flow for flow in (TOURNAMENT_FLOW, SIGNALS_FLOW)
 }

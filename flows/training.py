@@ -1,7 +1,7 @@
 """Training apart from round day: a Classic model spec, its key, the training tasks and flow.
 
 A spec (model module, parameters, feature set, target, data version) has a family name, the
-name it is declared under. Its model is trained by the `train-model` flow (a training deployment
+name it is declared under. Its model is trained by the `train-spec` flow (a training deployment
 per spec, on a pool of its own, on a schedule or by hand: `numerai-nodes train SPEC`) or, when a
 node's declaration allows it, by the node itself on round day. Either way it lands in the model
 store (flows/store.py) under its key, where every node of the spec finds it: N nodes over K specs

@@ -39,7 +39,6 @@ def round_command(
     each call into a Prefect event, the deployment's trigger into a flow run, and the worker
     runs it. Exit 1 if any node did not submit.
     """
-    from deployments.catalogue import load_nodes, nodes_on_pool
     from deployments.cli.stack import load_stack
     from deployments.webhooks import prefect_api
     from infra.local.round import follow_round, open_round
@@ -47,9 +46,8 @@ def round_command(
     from sandbox.chaos import DEFAULT_PROFILE
     from sandbox.cli import set_chaos
 
-    nodes = load_nodes()
     stack = load_stack()
-    nodes = nodes_on_pool(nodes, stack.settings.work_pool)
+    nodes = stack.plan().nodes  # the nodes on every process pool the stack serves
     started_here = False
     try:
         info = stack.up(sandbox=True, sandbox_size=sandbox_size)

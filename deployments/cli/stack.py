@@ -157,7 +157,8 @@ def _print_info(info: StackInfo) -> None:
         table.add_row(process.name, str(process.pid), state, process.url or "-", str(process.log))
     console.print(table)
     console.print(f"Prefect UI: [bold]{info.ui_url}[/]  (API {info.prefect_api_url})")
-    console.print(f"Work pool: {info.work_pool}; database: {info.database}")
+    pools = ", ".join(info.work_pools or [info.work_pool])
+    console.print(f"Work pools: {pools}; database: {info.database}")
     for node, url in info.webhooks.items():
         console.print(f"Webhook of node {node}: {url}", highlight=False)
     if info.paused_schedules:

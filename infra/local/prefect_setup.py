@@ -1,12 +1,13 @@
-"""What the local stack sets up on its own Prefect server: the work pool, the deployments."""
+"""What the local stack sets up on its own Prefect server: the work pools, the deployments."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient
@@ -14,7 +15,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
 from deployments import recovery
-from deployments.catalogue import Node
 from deployments.webhooks import prefect_api
 from infra.local.processes import tail
 from infra.local.state import StackError
@@ -22,6 +22,13 @@ from infra.pools import upsert_pool
 
 WORKER_NAME = "numerai-nodes-local"
 _LOG_TAIL_LINES = 20
+
+
+class Deployable(Protocol):
+    """A deployment of prefect.yaml: a node, or a training."""
+
+    @property
+    def full_name(self) -> str: ...
 
 
 def prefect_command() -> list[str]:
@@ -51,13 +58,14 @@ def worker_online(api_url: str, pool: str, since: datetime) -> bool:
 
 
 def start_deploy(
-    nodes: list[Node], project_dir: Path, env: Mapping[str, str], log: Path
+    names: Sequence[str], project_dir: Path, env: Mapping[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
-    """Start `prefect deploy` of `nodes` in the project directory (it runs while others start)."""
-    names = [argument for node in nodes for argument in ("--name", node.full_name)]
+    """Start `prefect deploy --name NAME...` in the project directory (it runs while others
+    start)."""
+    selected = [argument for name in names for argument in ("--name", name)]
     with log.open("wb") as handle:
         return subprocess.Popen(
-            [*prefect_command(), "--no-prompt", "deploy", *names],
+            [*prefect_command(), "--no-prompt", "deploy", *selected],
             cwd=project_dir,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -85,19 +93,21 @@ def apply_recovery(api_url: str) -> list[str]:
         return recovery.apply()
 
 
-def pause_schedules(api_url: str, nodes: list[Node]) -> list[str]:
-    """Turn the nodes' fallback schedules off; returns the deployments that had one on.
+def pause_schedules(api_url: str, deployments: Sequence[Deployable]) -> list[str]:
+    """Turn the deployments' schedules off (nodes' fallback runs, trainings' daily runs);
+    returns those that had one on.
 
     A sandbox rehearsal opens rounds on its own clock, not Numerai's: a fallback run at Numerai's
-    hour would only add a submission the rehearsal did not ask for. Turning a schedule off also
-    deletes the runs Prefect had already scheduled for it.
+    hour would only add a submission the rehearsal did not ask for, and a training at 06:00 UTC
+    a training it did not ask for. Turning a schedule off also deletes the runs Prefect had
+    already scheduled for it.
     """
     paused = []
     with SyncPrefectClient(api_url) as client:
-        for node in nodes:
-            deployment = client.read_deployment_by_name(node.full_name)
+        for each in deployments:
+            deployment = client.read_deployment_by_name(each.full_name)
             for schedule in deployment.schedules:
                 if schedule.active:
                     client.update_deployment_schedule(deployment.id, schedule.id, active=False)
-                    paused.append(node.full_name)
+                    paused.append(each.full_name)
     return sorted(set(paused))

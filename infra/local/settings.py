@@ -28,7 +28,11 @@ class StackSettings(HomeSettings):
     worker_poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker asks for scheduled flow runs."
     )
-    work_pool: str = Field("local", description="The `process` work pool the worker serves.")
+    work_pool: str = Field(
+        "local",
+        description="The stack's own `process` work pool, served by its process `worker` (every "
+        "other process pool of prefect.yaml gets a `worker-<pool>` of its own).",
+    )
     gateway_public_url: str | None = Field(
         None,
         description="A public URL that reaches the gateway (a tunnel or a reverse proxy). "

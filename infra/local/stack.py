@@ -1,8 +1,9 @@
-"""The local stack: a Prefect server, a process worker, the webhook gateway, maybe the sandbox."""
+"""The local stack: a Prefect server, a worker per local pool, the gateway, maybe a sandbox."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -13,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deployments import recovery
-from deployments.catalogue import CATALOGUE, CatalogueError, Node, load_nodes, nodes_on_pool
+from deployments.catalogue import Node
 from flows.settings import HOME_ENV
 from flows.tournaments import CLASSIC
-from infra.local import prefect_setup, registration
+from infra.local import prefect_setup, registration, workers
+from infra.local.plan import LocalPlan, local_plan
 from infra.local.processes import HOST, ProcessRecord, alive, get_ok, port_free, spawn, stop, tail
 from infra.local.reporter import Reporter, SilentReporter
 from infra.local.sandbox import sandbox_env
@@ -31,11 +32,11 @@ from infra.local.state import (
     read_state,
     write_state,
 )
+from infra.local.supervisor import supervised
 from sandbox.ready import READY_FILE, SandboxReady
 
 __all__ = ["LocalStack", "PortInUse", "StackAlreadyUp", "StackError", "StackInfo", "StackSettings"]
 
-STOP_ORDER = ("worker", "gateway", "sandbox", "server")
 LOG_TAIL_LINES = 20
 _SECRET_ENV = ("PREFECT_API_DATABASE_CONNECTION_URL",)
 
@@ -124,6 +125,9 @@ class LocalStack:
             sandbox_url=state.get("sandbox_url"),
             database=state.get("database", "sqlite"),
             work_pool=state.get("work_pool", self.settings.work_pool),
+            work_pools=list(
+                state.get("work_pools") or [state.get("work_pool", self.settings.work_pool)]
+            ),
             processes=self.status(),
             webhooks=dict(state.get("webhooks") or {}),
             startup_seconds=dict(state.get("startup_seconds") or {}),
@@ -153,6 +157,10 @@ class LocalStack:
         sandbox = self.sandbox()
         return dict(sandbox.models) if sandbox else {}
 
+    def plan(self) -> LocalPlan:
+        """The process pools this stack serves, and the nodes and trainings it deploys on them."""
+        return local_plan(self.project_dir, self.settings.work_pool)
+
     def log_tail(self, name: str, lines: int) -> str:
         """The last `lines` lines of a process's log."""
         return tail(self.logs_dir / f"{name}.log", lines)
@@ -160,17 +168,13 @@ class LocalStack:
     # Starting ----------------------------------------------------------------------------------
 
     def up(self, sandbox: bool = False, sandbox_size: str = "small") -> StackInfo:
-        """Start the server, the sandbox (optional), the worker and the gateway; deploy; register.
+        """Start the server, the sandbox (optional), a worker per process pool and the gateway;
+        deploy the local nodes and trainings; register the nodes' webhooks.
 
         Raises StackAlreadyUp when stack.json names live processes. On any failure, everything
         started so far is stopped again.
         """
-        nodes = nodes_on_pool(load_nodes(self.project_dir / CATALOGUE), self.settings.work_pool)
-        if not nodes:
-            raise CatalogueError(
-                f"prefect.yaml has no node on the work pool {self.settings.work_pool!r}, so the "
-                "local stack has nothing to run. Give a node `work_pool: *local_pool`."
-            )
+        plan = self.plan()
         existing = self.info()
         if existing is not None:
             if any(process.alive for process in existing.processes):
@@ -181,16 +185,17 @@ class LocalStack:
         self.run_dir.chmod(0o700)
         self.logs_dir.mkdir(exist_ok=True)
         self.sandbox_ready_file.unlink(missing_ok=True)
-        self._state = self._initial_state(sandbox)
+        self._state = self._initial_state(sandbox, plan.pools)
         self._write()
         try:
-            return self._start(nodes, sandbox, sandbox_size)
+            return self._start(plan, sandbox, sandbox_size)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.down()
             raise
 
-    def _start(self, nodes: list[Node], sandbox: bool, sandbox_size: str) -> StackInfo:
+    def _start(self, plan: LocalPlan, sandbox: bool, sandbox_size: str) -> StackInfo:
+        nodes = plan.nodes
         timings: dict[str, float] = self._state["startup_seconds"]
         started = time.monotonic()
         server_env = self._server_env(schedules=not sandbox)
@@ -214,27 +219,24 @@ class LocalStack:
                 running_sandbox = self.sandbox()
             timings["sandbox"] = round(time.monotonic() - started, 1)
 
-        with self.reporter.step(f"Creating the work pool {self.settings.work_pool!r}"):
-            prefect_setup.create_process_pool(self.prefect_api_url, self.settings.work_pool)
+        pools = ", ".join(repr(pool) for pool in plan.pools)
+        plural = "s" if len(plan.pools) > 1 else ""
+        with self.reporter.step(f"Creating the work pool{plural} {pools}"):
+            for pool in plan.pools:
+                prefect_setup.create_process_pool(self.prefect_api_url, pool)
         worker_started = datetime.now(UTC)
-        worker_env = self._env(
-            {
-                **self._worker_settings_env(),
-                **(sandbox_env(running_sandbox) if running_sandbox else {}),
-            }
+        started_workers = self._spawn_workers(plan.pools, running_sandbox)
+        # `prefect deploy` runs while the workers and the gateway start.
+        deploy = prefect_setup.start_deploy(
+            plan.deploy_names, self.project_dir, self._env(), self._deploy_log
         )
-        worker = self._spawn(
-            "worker", _supervised("worker", self._worker_command()), worker_env, None
-        )
-        # `prefect deploy` runs while the worker and the gateway start.
-        deploy = prefect_setup.start_deploy(nodes, self.project_dir, self._env(), self._deploy_log)
         try:
             triggered = [node for node in nodes if node.has_trigger]
             tokens = registration.tokens(self.prefect_api_url, triggered, self.reporter)
-            gateway_command = _supervised("gateway", [sys.executable, "-m", "deployments.gateway"])
+            gateway_command = supervised("gateway", [sys.executable, "-m", "deployments.gateway"])
             gateway_env = self._gateway_env(triggered)
             gateway = self._spawn("gateway", gateway_command, gateway_env, self.gateway_url)
-            with self.reporter.step("Deploying the local nodes of prefect.yaml"):
+            with self.reporter.step("Deploying the local nodes and trainings of prefect.yaml"):
                 prefect_setup.finish_deploy(
                     deploy, self.settings.start_timeout_seconds, self._deploy_log
                 )
@@ -242,16 +244,19 @@ class LocalStack:
             with self.reporter.step("Setting up crash recovery (automations)"):
                 prefect_setup.apply_recovery(self.prefect_api_url)
             if running_sandbox is not None:
-                # The sandbox opens rounds on its own clock, not at Numerai's fallback hour.
+                # The sandbox opens rounds on its own clock, not at Numerai's fallback hour (nor
+                # trains at the trainings' hour).
                 self._state["paused_schedules"] = prefect_setup.pause_schedules(
-                    self.prefect_api_url, nodes
+                    self.prefect_api_url, plan.deployments
                 )
         finally:
             if deploy.poll() is None:
                 deploy.kill()
                 deploy.wait()
-        with self.reporter.step("Starting the worker and the gateway"):
-            self._wait_until("worker", worker, lambda: self._worker_online(worker_started))
+        with self.reporter.step(f"Starting the worker{plural} and the gateway"):
+            for pool, worker in started_workers.items():
+                online = functools.partial(self._worker_online, pool, worker_started)
+                self._wait_until(f"worker of pool {pool!r}", worker, online)
             timings["worker"] = round(time.monotonic() - started, 1)
             self._wait_until("gateway", gateway, self._gateway_healthy)
             timings["gateway"] = round(time.monotonic() - started, 1)
@@ -270,7 +275,7 @@ class LocalStack:
     # Stopping ----------------------------------------------------------------------------------
 
     def down(self) -> list[ProcessStatus]:
-        """Stop every process of stack.json (workers first, the server last); returns them.
+        """Stop every process of stack.json (the workers first, the server last); returns them.
 
         Only PIDs recorded in stack.json are signalled, and only while they are the very process
         that was started (same start time). Harmless when nothing runs.
@@ -279,8 +284,7 @@ class LocalStack:
         if state is None:
             return []
         recorded = processes(state)
-        ordered = [recorded[name] for name in STOP_ORDER if name in recorded]
-        ordered += [p for name, p in recorded.items() if name not in STOP_ORDER]
+        ordered = [recorded[name] for name in workers.stop_order(recorded)]
         for process in ordered:
             stop(process, self.settings.stop_timeout_seconds)
         statuses = [_status(p) for p in ordered]
@@ -290,7 +294,7 @@ class LocalStack:
 
     # Internals ---------------------------------------------------------------------------------
 
-    def _initial_state(self, sandbox: bool) -> dict[str, Any]:
+    def _initial_state(self, sandbox: bool, pools: list[str]) -> dict[str, Any]:
         return {
             "version": 1,
             "started_at": datetime.now(UTC).isoformat(),
@@ -302,6 +306,7 @@ class LocalStack:
             "sandbox_url": self.sandbox_url if sandbox else None,
             "database": "postgresql" if self.settings.database_url else "sqlite",
             "work_pool": self.settings.work_pool,
+            "work_pools": pools,
             "ports": {
                 "prefect": self.settings.prefect_port,
                 "gateway": self.settings.gateway_port,
@@ -336,6 +341,18 @@ class LocalStack:
                     f"Port {port} ({what}) is in use on {HOST}. Stop what listens there, or "
                     f"pick another port with {setting} (`up --{key}-port`)."
                 )
+
+    def _spawn_workers(
+        self, pools: list[str], sandbox: SandboxReady | None
+    ) -> dict[str, ProcessRecord]:
+        """A supervised process worker per pool, each pointed at the sandbox when it runs."""
+        settings = workers.settings_env(self.settings.worker_poll_seconds)
+        env = self._env({**settings, **(sandbox_env(sandbox) if sandbox else {})})
+        started = {}
+        for pool in pools:
+            name = workers.process_name(pool, self.settings.work_pool)
+            started[pool] = self._spawn(name, supervised(name, workers.command(pool)), env, None)
+        return started
 
     def _spawn(
         self, name: str, command: list[str], env: Mapping[str, str], url: str | None
@@ -414,22 +431,6 @@ class LocalStack:
         port = str(self.settings.prefect_port)
         return [*prefect_setup.prefect_command(), "server", "start", "--host", HOST, "--port", port]
 
-    def _worker_command(self) -> list[str]:
-        pool = self.settings.work_pool
-        return [*prefect_setup.prefect_command(), "worker", "start", "--pool", pool,
-                "--type", "process", "--name", prefect_setup.WORKER_NAME]  # fmt: skip
-
-    def _worker_settings_env(self) -> dict[str, str]:
-        poll = self.settings.worker_poll_seconds
-        return {
-            "PREFECT_WORKER_QUERY_SECONDS": str(poll),
-            "PREFECT_WORKER_PREFETCH_SECONDS": str(max(2.0, 2 * poll)),
-            # A short heartbeat lets `doctor` see a stopped worker within seconds.
-            "PREFECT_WORKER_HEARTBEAT_SECONDS": "5",
-            # Flow runs send heartbeats, so a run whose worker died with it is marked crashed.
-            **recovery.heartbeat_env(),
-        }
-
     def _sandbox_command(self, nodes: list[Node], size: str) -> list[str]:
         command = [
             sys.executable, "-m", "sandbox", "serve",
@@ -451,13 +452,8 @@ class LocalStack:
     def _gateway_healthy(self) -> bool:
         return get_ok(f"{self.gateway_url}/healthz")
 
-    def _worker_online(self, since: datetime) -> bool:
-        return prefect_setup.worker_online(self.prefect_api_url, self.settings.work_pool, since)
-
-
-def _supervised(name: str, command: list[str]) -> list[str]:
-    """`command` under the stack's supervisor, which starts it again if it dies."""
-    return [sys.executable, "-m", "infra.local.supervisor", "--name", name, "--", *command]
+    def _worker_online(self, pool: str, since: datetime) -> bool:
+        return prefect_setup.worker_online(self.prefect_api_url, pool, since)
 
 
 def _status(process: ProcessRecord) -> ProcessStatus:

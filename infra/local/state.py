@@ -47,6 +47,7 @@ class StackInfo:
     webhooks: dict[str, str] = field(default_factory=dict)  # node -> masked URL
     startup_seconds: dict[str, float] = field(default_factory=dict)
     paused_schedules: list[str] = field(default_factory=list)  # fallback schedules turned off
+    work_pools: list[str] = field(default_factory=list)  # every process pool it serves
 
     def to_json(self) -> dict[str, Any]:
         return {

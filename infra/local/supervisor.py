@@ -75,6 +75,11 @@ class Supervisor:
                 return 0
 
 
+def supervised(name: str, command: Sequence[str]) -> list[str]:
+    """`command` under this supervisor, as the stack starts it."""
+    return [sys.executable, "-m", "infra.local.supervisor", "--name", name, "--", *command]
+
+
 def _say(message: str) -> None:
     print(f"{_PREFIX} {message}", flush=True)
 

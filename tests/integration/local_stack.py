@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import yaml
 
+from deployments.fleet_yaml import sync
 from infra.local.stack import LocalStack
 from tests.integration.postgres import Postgres
 
 PROJECT = Path(__file__).parents[2]
 MODEL = "my_model"
+# What a project directory needs besides its prefect.yaml and nodes.yaml: the code.
+_CODE = ("flows", "models", "deployments", "infra", "sandbox")
 
 
 @dataclass
@@ -71,3 +75,26 @@ class Stack:
 def logs(stack: LocalStack) -> str:
     """The end of every stack process's log, for a failed assertion."""
     return "".join(f"\n--- {p.name}:\n{stack.log_tail(p.name, 30)}" for p in stack.status())
+
+
+def fleet_declarations(nodes: dict[str, str], specs: dict[str, dict]) -> str:
+    """nodes.yaml of a fleet that predicts on pool `predict` and trains on pool `train`: each
+    node (`name: spec`) is a Numerai model of its own name, and never trains on round day."""
+    document = {
+        "defaults": {"pool": "predict", "train": False, "training": {"pool": "train"}},
+        "specs": specs,
+        "nodes": {name: {"spec": spec} for name, spec in nodes.items()},
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def fleet_project(root: Path, declarations: str) -> Path:
+    """A project directory of its own: the code linked, `declarations` as nodes.yaml, and the
+    repository's prefect.yaml with nodes.yaml's deployments generated below its mark."""
+    root.mkdir(parents=True)
+    for name in _CODE:
+        (root / name).symlink_to(PROJECT / name)
+    (root / "nodes.yaml").write_text(declarations)
+    (root / "prefect.yaml").write_text((PROJECT / "prefect.yaml").read_text())
+    sync(root / "prefect.yaml", root / "nodes.yaml")
+    return root

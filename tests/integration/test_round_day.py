@@ -96,7 +96,7 @@ def test_stack_json_and_output_hold_no_secrets(stack):
 
 def test_the_local_deployments_the_pool_and_the_worker_exist(stack):
     deployments = stack.api("deployments/filter").json()
-    assert sorted(d["name"] for d in deployments) == ["signals", "tournament"]
+    assert sorted(d["name"] for d in deployments) == ["signals", "tournament", "train-example"]
     assert {d["work_pool_name"] for d in deployments} == {"local"}
     pool = httpx.get(stack.url("prefect", "api/work_pools/local"), timeout=10).json()
     assert pool["type"] == "process"
@@ -285,7 +285,7 @@ def test_the_stack_keeps_its_state_in_postgresql(stack):
     status = json.loads(stack.cli("status", "--json").stdout)
     assert status["database"] == "postgresql"
     names = sorted(d["name"] for d in stack.api("deployments/filter").json())
-    assert names == ["signals", "tournament"]  # the local nodes only
+    assert names == ["signals", "tournament", "train-example"]  # the local nodes and trainings
     stored = stack.database.query("select name from deployment order by name")
     assert stored.split() == names
     assert not list(stack.home.rglob("*.db")), "the server wrote a SQLite file"
@@ -339,7 +339,7 @@ def test_prefect_deploy_all_works_on_a_fresh_local_stack(stack):
     pause_schedules(stack.stack.prefect_api_url, nodes_on_pool(load_nodes(), "local"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(d["name"] for d in stack.api("deployments/filter").json())
-    assert names == ["round-watchdog", "signals", "tournament"]
+    assert names == ["round-watchdog", "signals", "tournament", "train-example"]
 
 
 def test_doctor_reports_a_missing_deployment(stack):
