@@ -151,13 +151,15 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
         gateway_port=gateway,
         sandbox_port=sandbox,
         start_timeout_seconds=150,
+        database_url=None,  # SQLite of its own, whatever database the session's stack uses
         _env_file=None,
     )
     stack = LocalStack(settings, project_dir=project)
     with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
         for name in ("PREFECT_UI_ENABLED", "PREFECT_SERVER_UI_ENABLED"):
             patch.setenv(name, "false")
-        patch.delenv("NUMERAI_NODES_GATEWAY_PUBLIC_URL", raising=False)
+        for name in ("NUMERAI_NODES_GATEWAY_PUBLIC_URL", "NUMERAI_NODES_DATABASE_URL"):
+            patch.delenv(name, raising=False)
         cleanup.callback(stack.down)
         stack.up(sandbox=True, sandbox_size="tiny")
         yield Fleet(stack, project)
