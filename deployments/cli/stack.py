@@ -82,16 +82,25 @@ def up(
         typer.Option(help="Sandbox port (env NUMERAI_NODES_SANDBOX_PORT; default 8686)."),
     ] = None,
 ) -> None:
-    """Start the local stack in the background: Prefect server, worker, gateway (and sandbox).
+    """Start the local stack in the background: Prefect server, a worker per local work pool,
+    gateway (and sandbox).
 
-    Then deploy prefect.yaml to the local pool and register each node's webhook. The server
-    uses SQLite under .numerai-nodes unless NUMERAI_NODES_DATABASE_URL names a PostgreSQL
-    database. Stop it all with `numerai-nodes down`.
+    Then deploy prefect.yaml's nodes and trainings on those pools and register each node's
+    webhook. The server uses SQLite under .numerai-nodes unless NUMERAI_NODES_DATABASE_URL names
+    a PostgreSQL database. Stop it all with `numerai-nodes down`.
     """
     stack = load_stack(
         prefect_port=prefect_port, gateway_port=gateway_port, sandbox_port=sandbox_port
     )
+    from deployments.fleet import DECLARATIONS
+    from deployments.fleet_yaml import in_step
     from infra.local.stack import StackAlreadyUp
+
+    if DECLARATIONS.exists() and not in_step():
+        err_console.print(
+            "[yellow]prefect.yaml is out of step with nodes.yaml: this deploys prefect.yaml as "
+            "it is. Run `numerai-nodes node sync` to deploy what nodes.yaml declares.[/]"
+        )
 
     try:
         info = stack.up(sandbox=sandbox, sandbox_size=sandbox_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def test_removing_a_node_of_a_cloud_file_points_at_that_file(project):
     removed = _run("node", "remove", "tournament-aws", "--keep-deployment")
     assert removed.exit_code == 1
     assert "prefect.aws.yaml and prefect.gcp.yaml are removed by editing" in removed.output
+
+
+def test_up_says_when_prefect_yaml_is_out_of_step_with_nodes_yaml(project, monkeypatch):
+    path = project / "nodes.yaml"
+    # Every node moved to an ECS pool by hand, and not synced: prefect.yaml still has them local.
+    text = path.read_text().replace("pools: {}", "pools: {aws: ecs}")
+    path.write_text(text.replace("  pool: local ", "  pool: aws   ", 1))
+    with socket.socket() as taken:  # `up` stops at its port check, before starting anything
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("NUMERAI_NODES_PREFECT_PORT", str(taken.getsockname()[1]))
+        result = _run("up")
+    text = " ".join(result.output.split())
+    assert "prefect.yaml is out of step with nodes.yaml" in text
+    assert "Run `numerai-nodes node sync` to deploy what nodes.yaml declares" in text
+    assert result.exit_code == 1 and "Traceback" not in result.output
