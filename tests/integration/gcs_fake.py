@@ -1,7 +1,8 @@
 """A fake of Cloud Storage's JSON API: the bucket and object calls google-cloud-storage makes.
 
-Enough for Prefect result storage through prefect-gcp's GcsBucket block: bucket get, multipart
-object upload, object metadata and media download. Objects live in memory. Serve it behind
+Enough for Prefect result storage through prefect-gcp's GcsBucket block: bucket get, object list
+(by prefix, one page), multipart object upload, object metadata and media download. Objects live
+in memory. Serve it behind
 `tls_proxy.InterceptingProxy` as `storage.googleapis.com`.
 """
 
@@ -24,6 +25,8 @@ class GcsFake:
         self.app = Starlette(
             routes=[
                 Route("/storage/v1/b/{bucket}", self._bucket),
+                # Before the object routes: `{name:path}` would take any path under `o/`.
+                Route("/storage/v1/b/{bucket}/o", self._list),
                 Route("/storage/v1/b/{bucket}/o/{name:path}", self._metadata),
                 Route("/download/storage/v1/b/{bucket}/o/{name:path}", self._download),
                 Route("/upload/storage/v1/b/{bucket}/o", self._upload, methods=["POST"]),
@@ -57,6 +60,31 @@ class GcsFake:
         if isinstance(found, Response):
             return found
         return JSONResponse({"kind": "storage#bucket", "name": found[0], "id": found[0]})
+
+    async def _list(self, request: Request) -> Response:
+        """Objects by name prefix, sorted, in one page (no `nextPageToken`). With a `delimiter`,
+        the names past it fold into `prefixes`, as the JSON API does."""
+        found = self._find(request)
+        if isinstance(found, Response):
+            return found
+        bucket = found[0]
+        prefix = request.query_params.get("prefix", "")
+        delimiter = request.query_params.get("delimiter", "")
+        names, prefixes = [], set()
+        for name in sorted(self.objects[bucket]):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if delimiter and delimiter in rest:
+                prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+            else:
+                names.append(name)
+        listing: dict[str, Any] = {"kind": "storage#objects"}
+        if names:
+            listing["items"] = [self._resource(bucket, name) for name in names]
+        if prefixes:
+            listing["prefixes"] = sorted(prefixes)
+        return JSONResponse(listing)
 
     async def _metadata(self, request: Request) -> Response:
         found = self._find(request)

@@ -1,0 +1,105 @@
+"""The model store on a Cloud Storage bucket, through prefect-gcp's GcsBucket block (a Cloud Run
+pool's result storage): missing, saved, listed, newest of a family; as tests/flows/test_store.py
+does on files and S3.
+
+The block's google-cloud-storage client reaches the fake the way it reaches Google: `HTTPS_PROXY`
+to a loopback CONNECT proxy that terminates TLS with a test CA (`REQUESTS_CA_BUNDLE`) and hands
+`storage.googleapis.com` to the GCS fake and `oauth2.googleapis.com` to the Cloud Run fake's
+token endpoint (the service account's key is the Cloud Run fake's; no job runs, no Prefect server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.store import ModelStore, _BlockStorage
+from tests.flows.test_store import _record
+from tests.integration.cloud_run_fake import CloudRunFake
+from tests.integration.gcs_fake import GcsFake
+from tests.integration.servers import UvicornThread
+from tests.integration.tls_proxy import InterceptingProxy
+
+pytestmark = pytest.mark.integration
+PROJECT = "fake-project"
+
+
+@pytest.fixture(scope="module")
+def google(tmp_path_factory) -> Iterator[tuple[GcsFake, dict[str, str]]]:
+    """The GCS fake behind Google's front door, and a service account key it accepts tokens of."""
+    root = tmp_path_factory.mktemp("gcs")
+    oauth = CloudRunFake(root / "containers", project_dir=Path.cwd(), secrets={})
+    gcs = GcsFake([])
+    with (
+        UvicornThread(oauth.app) as oauth_api,
+        UvicornThread(gcs.app) as gcs_api,
+        InterceptingProxy(
+            {"oauth2.googleapis.com": oauth_api.port, "storage.googleapis.com": gcs_api.port},
+            root / "tls",
+        ) as proxy,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv("HTTPS_PROXY", proxy.url)
+        patch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        patch.setenv("REQUESTS_CA_BUNDLE", str(proxy.ca_path))  # google-auth and Cloud Storage
+        yield gcs, oauth.service_account_info(PROJECT)
+        _close_connections(proxy)
+
+
+def _close_connections(proxy: InterceptingProxy, timeout: float = 10) -> None:
+    """prefect-gcp makes a storage client per call and never closes it: collect the clients and
+    wait until the proxy has piped out their keep-alive connections, so none is left open (a
+    ResourceWarning, an error here) when the proxy stops."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    deadline = time.monotonic() + timeout
+    while asyncio.all_tasks(proxy._loop) and time.monotonic() < deadline:  # one per connection
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def store(google, tmp_path: Path) -> ModelStore:
+    from prefect_gcp import GcpCredentials, GcsBucket
+
+    gcs, info = google
+    bucket = f"results-{tmp_path.name.replace('_', '-').lower()}"[:63]
+    gcs.objects[bucket] = {}
+    block = GcsBucket(bucket=bucket, gcp_credentials=GcpCredentials(service_account_info=info))
+    return ModelStore(_BlockStorage(block, "gcs-bucket/results"))
+
+
+def test_a_missing_model_is_none_and_a_saved_one_is_found_listed_and_loaded(store):
+    assert store.record("model-missing") is None
+    assert store.records() == []
+
+    store.save(_record("model-old", "small", hours=0), {"trees": 1})
+    store.save(_record("model-new", "small", hours=5), {"trees": 2})
+    store.save(_record("model-other", "medium", hours=9), {"trees": 3})
+    store.save(_record("model-signals", "small", hours=12, tournament=11), {"trees": 4})
+
+    found = store.record("model-new")
+    assert found is not None and found.features == ["feature_a", "feature_b"]
+    assert [r.key for r in store.records()] == [
+        "model-signals", "model-other", "model-new", "model-old"
+    ]  # fmt: skip
+    newest = store.newest_of("small", 8)
+    assert newest is not None and newest.key == "model-new"  # its family and tournament only
+    assert store.load(newest) == {"trees": 2}
+    assert store.newest_of("large", 8) is None
+
+
+def test_a_record_is_written_after_its_model(store):
+    """A record always names a whole model: a run that died between the two left no record."""
+    record = _record("model-a", "small", hours=0)
+    store.save(record, {"trees": 1})
+    store.save_record(record.model_copy(update={"size_bytes": 42}))
+    again = store.record("model-a")
+    assert again is not None and again.size_bytes == 42
+    assert store.load(again) == {"trees": 1}
