@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from flows import cache, files, window
+from flows import cache, files
 from flows.announce import node_run
 from flows.entrypoints import SIGNALS_FLOW
 from flows.errors import ConfigurationError, InsufficientCoverage
@@ -26,14 +26,10 @@ from flows.node import (
     code_digest,
     download_dataset,
     refuse_endless_restarts,
-    resolve_round,
     retry_delay_scale,
-    round_submitted,
-    round_window,
     run_name,
     spec_key,
     submit_predictions,
-    submitter,
 )
 from flows.prices import (
     EXCHANGE_TABLE,
@@ -43,6 +39,7 @@ from flows.prices import (
     load_exchange_table,
 )
 from flows.report import EraScores, publish_coverage, publish_report, score_eras
+from flows.round_start import round_start
 from flows.settings import load_settings, source_label
 from flows.spec import check_params
 from flows.steps import note_failed_step
@@ -365,17 +362,20 @@ def signals_node(
         refuse_endless_restarts()
         # A wrong parameter fails now, before the account check and any download.
         node = node.model_copy(update={"params": check_params(signals, node.params)})
-        source = DataSource.from_settings(SIGNALS_FLOW.tournament, node.data_version)
-        current = run.resolved(resolve_round(source, round_number))
-        predictions_file = cache.predictions_path(
-            source.data_dir, source.data_version, current.number, node.name
+        opened = round_start(
+            run,
+            tournament=SIGNALS_FLOW.tournament,
+            data_version=node.data_version,
+            numerai_model=node.numerai_model,
+            upload=node.upload,
+            round_number=round_number,
+            trigger_id=trigger_id,
+            resubmit=resubmit,
         )
-        with window.opened(round_window(current)):
-            who = submitter(
-                source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
-            )
-            if (done := round_submitted(source, who, predictions_file)) is not None:
-                return run.submitted(done)  # a fallback, manual or restarted run: nothing to do
+        with opened as start:
+            if start.done is not None:
+                return start.done  # a fallback, manual or restarted run: nothing to do
+            source, current, who = start.source, start.current, start.who
             live_path = download_dataset(source, "live.parquet", current.number)
             ticker_map = map_tickers(node, live_path)
             prices = update_prices(node, live_path, ticker_map)

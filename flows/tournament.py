@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows import cache, files, window
+from flows import cache, files
 from flows.announce import node_run
 from flows.entrypoints import TOURNAMENT_FLOW
 from flows.errors import InvalidPredictions, ModelNotReady
@@ -20,14 +20,11 @@ from flows.node import (
     SubmissionOutcome,
     download_dataset,
     refuse_endless_restarts,
-    resolve_round,
-    round_submitted,
-    round_window,
     run_name,
     submit_predictions,
-    submitter,
 )
 from flows.report import publish_report
+from flows.round_start import round_start
 from flows.spec import model_module
 from flows.steps import note_failed_step
 from flows.store import ModelRecord, ModelStore, model_store
@@ -204,17 +201,20 @@ def tournament_node(
         refuse_endless_restarts()
         # A wrong module or parameter fails now, before the account check and any download.
         spec = node.model_spec().checked()
-        source = DataSource.from_settings(TOURNAMENT_FLOW.tournament, spec.data_version)
-        current = run.resolved(resolve_round(source, round_number))
-        predictions_file = cache.predictions_path(
-            source.data_dir, source.data_version, current.number, node.name
+        opened = round_start(
+            run,
+            tournament=TOURNAMENT_FLOW.tournament,
+            data_version=spec.data_version,
+            numerai_model=node.numerai_model,
+            upload=node.upload,
+            round_number=round_number,
+            trigger_id=trigger_id,
+            resubmit=resubmit,
         )
-        with window.opened(round_window(current)):
-            who = submitter(
-                source, node.numerai_model, node.upload, current.number, trigger_id, resubmit
-            )
-            if (done := round_submitted(source, who, predictions_file)) is not None:
-                return run.submitted(done)  # a fallback, manual or restarted run: nothing to do
+        with opened as start:
+            if start.done is not None:
+                return start.done  # a fallback, manual or restarted run: nothing to do
+            source, current, who = start.source, start.current, start.who
             store = model_store()
             choice = find_model(store, spec, source, node.train)
             if choice.record is None:
