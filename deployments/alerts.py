@@ -125,17 +125,20 @@ def automations(
     def notify(subject: str, body: str) -> list[SendNotification]:
         return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
 
+    def on_each(event: str, **match: str) -> EventTrigger:
+        """A trigger that fires on every `event` of a node (its resource labels matching)."""
+        return EventTrigger(
+            expect={event}, match={**nodes, **match}, posture=Posture.Reactive, threshold=1
+        )
+
     within = timedelta(minutes=settings.at_risk_minutes)
     return [
         AutomationCore(
             name=automation_name(channel, "node run failed"),
             description="A node run failed (not because its round closed): the node, round, "
             "failing step and one-line cause.",
-            trigger=EventTrigger(
-                expect={events.SUBMISSION_FAILED},
-                match={**nodes, events.FAILURE_LABEL: f"!{events.ROUND_CLOSED}"},
-                posture=Posture.Reactive,
-                threshold=1,
+            trigger=on_each(
+                events.SUBMISSION_FAILED, **{events.FAILURE_LABEL: f"!{events.ROUND_CLOSED}"}
             ),
             actions=notify(FAILED_SUBJECT, FAILED_BODY),
         ),
@@ -161,11 +164,8 @@ def automations(
             name=automation_name(channel, "round closed before a node submitted"),
             description="A node run ended because its round closed, often while a step was "
             "retrying: nothing more can be submitted for that round.",
-            trigger=EventTrigger(
-                expect={events.SUBMISSION_FAILED},
-                match={**nodes, events.FAILURE_LABEL: events.ROUND_CLOSED},
-                posture=Posture.Reactive,
-                threshold=1,
+            trigger=on_each(
+                events.SUBMISSION_FAILED, **{events.FAILURE_LABEL: events.ROUND_CLOSED}
             ),
             actions=notify(ROUND_CLOSED_SUBJECT, ROUND_CLOSED_BODY),
         ),
@@ -191,9 +191,7 @@ def automations(
             name=automation_name(channel, "round at risk: no submission before the close"),
             description="The watchdog found a round about to close without a submission of a "
             "node's model, with or without a webhook.",
-            trigger=EventTrigger(
-                expect={events.ROUND_AT_RISK}, match=nodes, posture=Posture.Reactive, threshold=1
-            ),
+            trigger=on_each(events.ROUND_AT_RISK),
             actions=notify(WATCHDOG_SUBJECT, WATCHDOG_BODY),
         ),
         AutomationCore(
@@ -201,9 +199,7 @@ def automations(
             description="A node's spec has no trained model yet, so the node submits with its "
             "spec family's last good model (an older data version or code); `numerai-nodes "
             "train SPEC` trains it.",
-            trigger=EventTrigger(
-                expect={events.MODEL_STALE}, match=nodes, posture=Posture.Reactive, threshold=1
-            ),
+            trigger=on_each(events.MODEL_STALE),
             actions=notify(STALE_SUBJECT, STALE_BODY),
         ),
     ]
