@@ -86,13 +86,16 @@ def nodes_on_pool(nodes: list[Node], pool: str) -> list[Node]:
     return [node for node in nodes if node.work_pool == pool]
 
 
+def node_named(name: str, path: Path = CATALOGUE) -> Node | None:
+    """The node called `name`, if the catalogue has one."""
+    return next((node for node in load_nodes(path) if node.name == name), None)
+
+
 def find_node(name: str, path: Path = CATALOGUE) -> Node:
     """The node called `name`, or a CatalogueError listing the known ones."""
-    nodes = load_nodes(path)
-    for node in nodes:
-        if node.name == name:
-            return node
-    known = ", ".join(node.name for node in nodes) or "none"
+    if (node := node_named(name, path)) is not None:
+        return node
+    known = ", ".join(node.name for node in load_nodes(path)) or "none"
     raise CatalogueError(f"The catalogue has no node '{name}' (nodes: {known}).")
 
 

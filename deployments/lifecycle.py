@@ -14,7 +14,7 @@ from prefect import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from deployments.catalogue import CATALOGUE, Node, load_nodes
+from deployments.catalogue import Node
 from deployments.fleet import DECLARATIONS, read_fleet, resolve, training_deployment
 from flows.entrypoints import TOURNAMENT_FLOW, TRAINING_FLOW
 from flows.errors import ConfigurationError, NumeraiApiError
@@ -103,8 +103,3 @@ def clear_webhook(numerai: NumeraiClient, node: Node) -> bool:
             "API key has the scope to edit models."
         )
     return True
-
-
-def catalogue_node(name: str, catalogue: Path = CATALOGUE) -> Node | None:
-    """The catalogue's node `name`, if it has one."""
-    return next((node for node in load_nodes(catalogue) if node.name == name), None)

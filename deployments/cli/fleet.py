@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deployments.cli.output import console, err_console, fail
+from deployments.cli.webhook import PublicUrl
 
 if TYPE_CHECKING:
     from deployments.catalogue import Node
@@ -23,13 +24,6 @@ SandboxOpt = Annotated[
         "--sandbox",
         help="Register on (or clear from) the local stack's sandbox, and add the model to its "
         "account when missing (on Numerai you create the model on numer.ai first).",
-    ),
-]
-PublicUrl = Annotated[
-    str | None,
-    typer.Option(
-        envvar="NUMERAI_NODES_GATEWAY_PUBLIC_URL",
-        help="Self-hosted Prefect: the public URL that reaches the gateway.",
     ),
 ]
 
@@ -67,9 +61,10 @@ def add(
 
     With --deploy it is deployed at once and Numerai's webhook of its model points at it.
     """
+    from deployments.catalogue import find_node
     from deployments.fleet_yaml import add_node, sync
-    from deployments.lifecycle import catalogue_node, deployables
     from deployments.lifecycle import deploy as deploy_node
+    from deployments.lifecycle import deployables
 
     given = {"spec": spec, "numerai_model": numerai_model, "pool": pool, "size": size}
     fields: dict[str, object] = {key: value for key, value in given.items() if value is not None}
@@ -77,8 +72,7 @@ def add(
         fields["train"] = train
     add_node(name, fields)
     sync()
-    node = catalogue_node(name)
-    assert node is not None, "sync wrote the node into prefect.yaml"
+    node = find_node(name)  # sync wrote it into prefect.yaml
     console.print(
         f"Added node [bold]{escape(name)}[/] (Numerai model {escape(node.numerai_model)}, spec "
         f"{escape(spec)}) to nodes.yaml; prefect.yaml deploys it as {escape(node.full_name)}.",
@@ -116,13 +110,14 @@ def remove(
     Its past runs stay in the Prefect UI. Its spec's training deployment goes too when no other
     node uses the spec. Without Numerai keys the webhook is left (and the command says so).
     """
+    from deployments.catalogue import node_named
     from deployments.fleet import read_fleet, resolve, training_deployment
     from deployments.fleet_yaml import remove_node, sync
-    from deployments.lifecycle import catalogue_node, delete_deployment
+    from deployments.lifecycle import delete_deployment
     from flows.entrypoints import TRAINING_FLOW
     from infra.local.environment import local_stack_defaults
 
-    node = catalogue_node(name)
+    node = node_named(name)
     declared = {n.name: n for n in resolve(read_fleet())}
     if name not in declared:
         raise fail(

@@ -26,19 +26,20 @@ Local = Annotated[
         "--local", help="Use the local stack's Prefect server even if PREFECT_API_URL is set."
     ),
 ]
+PublicUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="NUMERAI_NODES_GATEWAY_PUBLIC_URL",
+        help="Self-hosted server: the public URL that reaches the gateway (a tunnel or a "
+        "reverse proxy). Default: the local stack's gateway, for the sandbox.",
+    ),
+]
 
 
 @app.command("register")
 def register_command(
     node: NodeName,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="NUMERAI_NODES_GATEWAY_PUBLIC_URL",
-            help="Self-hosted server: the public URL that reaches the gateway (a tunnel or a "
-            "reverse proxy). Default: the local stack's gateway, for the sandbox.",
-        ),
-    ] = None,
+    public_url: PublicUrl = None,
     sandbox: Annotated[
         bool,
         typer.Option("--sandbox", help="Register on the local stack's sandbox (implies --local)."),
