@@ -55,6 +55,17 @@ def store(request, tmp_path: Path) -> Iterator[ModelStore]:
 
 
 def test_a_missing_model_is_none_and_a_saved_one_is_found_listed_and_loaded(store):
+    check_saving_listing_and_loading(store)
+
+
+def test_a_record_is_written_after_its_model(store):
+    check_a_rewritten_record_keeps_its_model(store)
+
+
+# What every storage of the store must do (tests/integration/test_store_gcs.py runs them too).
+
+
+def check_saving_listing_and_loading(store: ModelStore) -> None:
     assert store.record("model-missing") is None
     assert store.records() == []
 
@@ -74,8 +85,8 @@ def test_a_missing_model_is_none_and_a_saved_one_is_found_listed_and_loaded(stor
     assert store.newest_of("large", 8) is None
 
 
-def test_a_record_is_written_after_its_model(store):
-    """A record always names a whole model: a run that died between the two left no record."""
+def check_a_rewritten_record_keeps_its_model(store: ModelStore) -> None:
+    """A record always names a whole model; rewriting it (scores added) keeps the model."""
     record = _record("model-a", "small", hours=0)
     store.save(record, {"trees": 1})
     store.save_record(record.model_copy(update={"size_bytes": 42}))

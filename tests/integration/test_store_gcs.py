@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from flows.store import ModelStore, _BlockStorage
-from tests.flows.test_store import _record
+from tests.flows.test_store import (
+    check_a_rewritten_record_keeps_its_model,
+    check_saving_listing_and_loading,
+)
 from tests.integration.cloud_run_fake import CloudRunFake
 from tests.integration.gcs_fake import GcsFake
 from tests.integration.servers import UvicornThread
@@ -76,30 +79,8 @@ def store(google, tmp_path: Path) -> ModelStore:
 
 
 def test_a_missing_model_is_none_and_a_saved_one_is_found_listed_and_loaded(store):
-    assert store.record("model-missing") is None
-    assert store.records() == []
-
-    store.save(_record("model-old", "small", hours=0), {"trees": 1})
-    store.save(_record("model-new", "small", hours=5), {"trees": 2})
-    store.save(_record("model-other", "medium", hours=9), {"trees": 3})
-    store.save(_record("model-signals", "small", hours=12, tournament=11), {"trees": 4})
-
-    found = store.record("model-new")
-    assert found is not None and found.features == ["feature_a", "feature_b"]
-    assert [r.key for r in store.records()] == [
-        "model-signals", "model-other", "model-new", "model-old"
-    ]  # fmt: skip
-    newest = store.newest_of("small", 8)
-    assert newest is not None and newest.key == "model-new"  # its family and tournament only
-    assert store.load(newest) == {"trees": 2}
-    assert store.newest_of("large", 8) is None
+    check_saving_listing_and_loading(store)
 
 
 def test_a_record_is_written_after_its_model(store):
-    """A record always names a whole model: a run that died between the two left no record."""
-    record = _record("model-a", "small", hours=0)
-    store.save(record, {"trees": 1})
-    store.save_record(record.model_copy(update={"size_bytes": 42}))
-    again = store.record("model-a")
-    assert again is not None and again.size_bytes == 42
-    assert store.load(again) == {"trees": 1}
+    check_a_rewritten_record_keeps_its_model(store)
