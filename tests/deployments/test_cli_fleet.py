@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from deployments.cli import app
@@ -25,7 +26,9 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))  # no local stack here
-    return tmp_path
+    # No Prefect API either, also after another module's test server became this process's.
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        yield tmp_path
 
 
 def _run(*args: str):
