@@ -3,9 +3,14 @@
 # It holds no keys: Numerai keys reach a flow run at run time, from Secrets Manager (ECS) or
 # Secret Manager (Cloud Run). Fargate and Cloud Run run amd64, so build for it even on an ARM laptop:
 #   docker buildx build --platform linux/amd64 -t numerai-nodes:latest .
-FROM ghcr.io/astral-sh/uv:0.13 AS uv
+# The base images are build arguments only so that a machine without a registry can build from
+# stand-ins (the container tests do); the defaults are the images the node runs on.
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
+ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim
+FROM ${UV_IMAGE} AS uv
+
+FROM ${PYTHON_IMAGE}
 
 # LightGBM's wheel links against OpenMP, which the slim image lacks.
 RUN apt-get update \

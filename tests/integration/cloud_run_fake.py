@@ -2,21 +2,18 @@
 
 It serves the Cloud Run Admin API v2 subset prefect-gcp's worker calls (jobs create, get, run and
 delete; executions get, list and delete) and Google's OAuth token endpoint for a service account it
-made. `jobs:run` starts the job's container as a local process: its `command` and `args`, its `env`
-with `secretKeyRef` values read from an in-memory Secret Manager, in the project directory, with a
-fresh home per execution (a fresh container). The process's exit code decides the execution.
+made. `jobs:run` starts the job's container (`tests/integration/containers.py`: the job's image
+with podman, or a local process in the project directory where containers cannot run): its
+`command` and `args`, its `env` with `secretKeyRef` values read from an in-memory Secret Manager,
+its CPU and memory limits, a fresh container per execution. Its exit code decides the execution.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -31,6 +28,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.integration.containers import Container, Launcher, exit_code
 
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 _JOB = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/jobs/(?P<job>[^/:]+)"
@@ -66,6 +65,7 @@ class Execution:
     exit_code: int | None = None
     message: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    container: Container | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,21 +105,23 @@ class CloudRunFake:
     """The fake's state and its ASGI `app`. Serve it behind `tls_proxy.InterceptingProxy`.
 
     `secrets` is Secret Manager: secret name -> value (any version). `container_env` is what the
-    fake's "network" gives every container (proxy and CA settings), under the job's own env.
+    fake's "network" gives every container (proxy and CA settings), under the job's own env, and
+    `container_files` the host files that network needs (its CA bundle).
     """
 
     def __init__(
         self,
         workdir: Path,
         *,
-        project_dir: Path,
+        launcher: Launcher,
         secrets: Mapping[str, str],
         container_env: Mapping[str, str] | None = None,
     ):
         self.workdir = Path(workdir)
-        self.project_dir = Path(project_dir)
+        self.launcher = launcher
         self.secrets = dict(secrets)
         self.container_env = dict(container_env or {})
+        self.container_files: list[Path] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.created: list[dict[str, Any]] = []  # every job body as created, deleted ones too
         self.deleted: list[str] = []
@@ -153,9 +155,9 @@ class CloudRunFake:
         }
 
     def stop(self) -> None:
-        """Kill the containers still running (processes this fake started, by PID)."""
+        """Kill the containers still running (the ones this fake started)."""
         for execution in self.started:
-            _kill(execution.process)
+            self._kill(execution)
 
     # --- OAuth ---------------------------------------------------------------------------------
     async def _token(self, request: Request) -> JSONResponse:
@@ -207,7 +209,7 @@ class CloudRunFake:
             if execution is None:
                 raise _ApiError(404, f"Resource '{path}' was not found")
             if method == "DELETE":
-                _kill(execution.process)
+                self._kill(execution)
                 del self.executions[path]
                 return _operation(path, execution.resource())
             return execution.resource()
@@ -267,40 +269,45 @@ class CloudRunFake:
         container = execution.template["containers"][0]
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
         timeout = float(str(execution.template.get("timeout", "600s")).removesuffix("s"))
+        limits = container.get("resources", {}).get("limits", {})
         try:
-            execution.env = self._container_env(container.get("env", []), execution.home)
+            execution.env = self._container_env(container.get("env", []))
         except KeyError as exc:
             return self._finish(execution, None, f"Secret {exc} was not found.")
-        with (execution.home / "container.log").open("wb") as log:
-            execution.process = subprocess.Popen(
-                argv,
-                cwd=self.project_dir,
-                env=execution.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                code = execution.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _kill(execution.process)
-                return self._finish(execution, None, f"Task timed out after {timeout:.0f}s.")
+        execution.container = Container(
+            name=f"cloud-run-{execution.name.rsplit('/', 1)[-1]}",
+            image=container["image"],
+            command=argv,
+            env=execution.env,
+            cpus=float(limits["cpu"]) if "cpu" in limits else None,
+            memory_mib=_mib(limits["memory"]) if "memory" in limits else None,
+            files=tuple(self.container_files),
+        )
+        log_path = execution.home / "container.log"
+        execution.process = self.launcher.start(execution.container, log_path)
+        try:
+            code = exit_code(execution.process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            self._kill(execution)
+            return self._finish(execution, None, f"Task timed out after {timeout:.0f}s.")
         self._finish(execution, code, f"Task exited with exit code {code}.")
+
+    def _kill(self, execution: Execution) -> None:
+        if execution.container is None or execution.process is None:
+            return
+        self.launcher.kill(execution.container, execution.process)
+        try:
+            execution.process.wait(30)
+        except subprocess.TimeoutExpired:
+            return
 
     def _finish(self, execution: Execution, code: int | None, message: str) -> None:
         execution.exit_code, execution.message = code, message
         execution.completion_time = _now()
 
-    def _container_env(self, entries: list[dict[str, Any]], home: Path) -> dict[str, str]:
-        """A fresh container's environment: the image's basics, the network, then the job's env."""
-        env = {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.defpath]),
-            "HOME": str(home),
-            "PREFECT_HOME": str(home / ".prefect"),
-            "NUMERAI_NODES_HOME": str(home / "nodes"),
-            **self.container_env,
-        }
+    def _container_env(self, entries: list[dict[str, Any]]) -> dict[str, str]:
+        """What Cloud Run adds to the image's environment: the network, then the job's env."""
+        env = dict(self.container_env)
         for entry in entries:
             if "valueSource" in entry:
                 env[entry["name"]] = self.secrets[entry["valueSource"]["secretKeyRef"]["secret"]]
@@ -318,13 +325,10 @@ def _operation(name: str, metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kill(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # its own session: the container and its children
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _mib(quantity: str) -> int:
+    """A Kubernetes-style memory quantity ("512Mi", "2Gi") in MiB."""
+    units = {"Mi": 1, "Gi": 1024, "M": 1, "G": 1000}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity.removesuffix(suffix)) * factor)
+    return int(quantity) // 2**20

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from infra.local.stack import LocalStack, StackSettings
+from tests.integration import podman
+from tests.integration.containers import Launcher, LocalProcesses, Podman
 from tests.integration.local_stack import PROJECT, Stack, logs
 from tests.integration.postgres import Postgres
 from tests.integration.servers import free_port
@@ -59,3 +61,29 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         started = CliRunner().invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
         assert started.exit_code == 0, started.output + logs(local)
         yield Stack(local, env, ports, home, database, started.output)
+
+
+@pytest.fixture(scope="session")
+def image_build() -> podman.Build | None:
+    """The project's image, built once a session from the unchanged Dockerfile with podman
+    (layers kept between runs), or None where podman cannot run."""
+    if podman.unavailable():
+        return None
+    return podman.build()
+
+
+@pytest.fixture(scope="session")
+def node_image(image_build) -> str:
+    """The node image's name; the test is skipped, with the reason, where podman cannot run."""
+    if image_build is None:
+        pytest.skip(podman.unavailable() or "podman cannot run here")
+    return image_build.image
+
+
+@pytest.fixture(scope="session")
+def launcher(image_build, tmp_path_factory) -> Launcher:
+    """How the cloud fakes start a task's container: the real image with podman where podman
+    runs, else a local process (the same command, a fresh home) so the worker tests still run."""
+    if image_build is None:
+        return LocalProcesses(PROJECT, tmp_path_factory.mktemp("container-homes"))
+    return Podman()

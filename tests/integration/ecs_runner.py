@@ -1,10 +1,11 @@
-"""A test stand-in for Fargate: run each ECS task moto holds as a local process, report its end.
+"""A test stand-in for Fargate: run each ECS task moto holds as a container, report its end.
 
 moto records `run_task` but runs nothing. `EcsTaskRunner` polls the cluster for RUNNING tasks,
 builds the container's environment the way the ECS agent does (task-definition environment, then
-the run's overrides, then `secrets` resolved from Secrets Manager), runs the command in a fresh
-home, stops the task in moto and posts the "ECS Task State Change" event that EventBridge would
-put on the Prefect worker's SQS queue.
+the run's overrides, then `secrets` resolved from Secrets Manager), starts the task's image with
+its command, CPU and memory (`tests/integration/containers.py`: podman, or a local process where
+containers cannot run), stops the task in moto and posts the "ECS Task State Change" event that
+EventBridge would put on the Prefect worker's SQS queue.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,20 +24,18 @@ from pathlib import Path
 
 import boto3
 import httpx
-import psutil
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.integration.containers import Container, Launcher, exit_code
 from tests.integration.servers import free_port
-
-# Docker reports a container killed by signal N as exit code 128 + N (137 after SIGKILL, an OOM).
-_SIGNAL_EXIT_BASE = 128
 
 
 @dataclass
 class _Running:
     task: dict
-    container: str
+    name: str  # the task definition's container name, which the state events carry
+    container: Container
     process: subprocess.Popen[bytes]
     flow_run_id: str | None
     log_path: Path
@@ -57,11 +54,11 @@ class TaskRecord:
 
 
 class EcsTaskRunner:
-    """Run moto's ECS tasks locally, in a daemon thread; use as a context manager.
+    """Run moto's ECS tasks with `launcher`, in a daemon thread; use as a context manager.
 
-    `base_env` is what the container image and the task role provide (PATH, AWS endpoint and
-    credentials). `kill_when_running(flow_run_id)` makes the runner SIGKILL that run's process once
-    Prefect reports it RUNNING, as an out-of-memory kill would.
+    `role_env` is what the task role provides (the AWS endpoint and credentials); container logs
+    go under `logs`. `kill_when_running(flow_run_id)` makes the runner SIGKILL that run's container
+    once Prefect reports it RUNNING, as an out-of-memory kill would.
     """
 
     def __init__(
@@ -69,17 +66,17 @@ class EcsTaskRunner:
         *,
         cluster: str,
         queue_url: str,
-        workdir: Path,
-        homes: Path,
-        base_env: Mapping[str, str],
+        launcher: Launcher,
+        logs: Path,
+        role_env: Mapping[str, str],
         prefect_api_url: str,
         poll_seconds: float = 0.5,
     ):
         self.cluster = cluster
         self.queue_url = queue_url
-        self.workdir = workdir
-        self.homes = homes
-        self.base_env = dict(base_env)
+        self.launcher = launcher
+        self.logs = logs
+        self.role_env = dict(role_env)
         self.prefect_api_url = prefect_api_url.rstrip("/")
         self.poll_seconds = poll_seconds
         self.finished: list[TaskRecord] = []
@@ -99,8 +96,8 @@ class EcsTaskRunner:
         self._thread.join(timeout=30)
         for running in self._running:
             if running.process.poll() is None:
-                _kill_container(running.process.pid)
-                running.process.wait(10)
+                self.launcher.kill(running.container, running.process)
+                running.process.wait(30)
 
     def kill_when_running(self, flow_run_id: str) -> None:
         self._kill.add(str(flow_run_id))
@@ -143,29 +140,25 @@ class EcsTaskRunner:
             env[secret["name"]] = value
         command = override.get("command") or container.get("command")
         assert command, f"task {task['taskArn']} has no command"
-        home = self.homes / task["taskArn"].rsplit("/", 1)[-1]
-        home.mkdir(parents=True)
-        # A fresh container: nothing on its disk from earlier runs.
-        env.update(
-            NUMERAI_NODES_HOME=str(home / "nodes"),
-            PREFECT_HOME=str(home / "prefect"),
-            HOME=str(home),
+        task_id = task["taskArn"].rsplit("/", 1)[-1]
+        # Fargate sizes a task in CPU units (1024 a vCPU) and MiB: the run's, else its definition's.
+        sized = {**definition["taskDefinition"], **task.get("overrides", {})}
+        cpu, memory = sized.get("cpu"), sized.get("memory")
+        started = Container(
+            name=f"ecs-{task_id}",
+            image=container["image"],
+            command=command,
+            env={**self.role_env, **env},
+            cpus=int(cpu) / 1024 if cpu else None,
+            memory_mib=int(memory) if memory else None,
         )
-        log_path = home / "container.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env={**self.base_env, **env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log_path = self.logs / f"{started.name}.log"
+        process = self.launcher.start(started, log_path)
         self._running.append(
             _Running(
                 task,
                 container["name"],
+                started,
                 process,
                 env.get("PREFECT__FLOW_RUN_ID"),
                 log_path,
@@ -179,21 +172,22 @@ class EcsTaskRunner:
             code = running.process.poll()
             if code is None:
                 if running.flow_run_id in self._kill and self._flow_run_is_running(running):
-                    _kill_container(running.process.pid)
+                    self._kill.discard(running.flow_run_id)
+                    self.launcher.kill(running.container, running.process)
                 continue
             self._running.remove(running)
-            exit_code = _SIGNAL_EXIT_BASE - code if code < 0 else code
+            code = exit_code(code)
             ecs.stop_task(
                 cluster=self.cluster,
                 task=running.task["taskArn"],
-                reason=f"Essential container exited with code {exit_code}",
+                reason=f"Essential container exited with code {code}",
             )
-            self._send(running.task, running.container, "STOPPED", exit_code)
+            self._send(running.task, running.name, "STOPPED", code)
             self.finished.append(
                 TaskRecord(
                     running.task["taskArn"],
                     running.flow_run_id,
-                    exit_code,
+                    code,
                     running.env_names,
                     running.log_path,
                 )
@@ -237,26 +231,6 @@ class EcsTaskRunner:
             "detail": detail,
         }
         self._client("sqs").send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(event))
-
-
-def _kill_container(pid: int) -> None:
-    """SIGKILL the process and all its descendants at once, as an OOM kill ends a container.
-
-    Killing the process group is not enough: Prefect starts the flow engine in its own session.
-    """
-    try:
-        root = psutil.Process(pid)
-        processes = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
-
-
-def venv_bin() -> str:
-    """The directory of this interpreter's console scripts (`prefect`), for the task's PATH."""
-    return str(Path(sys.executable).parent)
 
 
 @contextlib.contextmanager

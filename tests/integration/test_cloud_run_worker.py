@@ -6,7 +6,8 @@ Google through a corporate proxy: `HTTPS_PROXY` (httplib2 with PySocks) points a
 CONNECT proxy that terminates TLS with a test CA's certificate (`HTTPLIB2_CA_CERTS`) and hands
 the HTTP to the Cloud Run fake. The fake's containers get the same network for Cloud Storage,
 where the trained model lives between runs. The pool's job template is the project's
-(`infra.gcp.pool.cloud_run_pool_template`).
+(`infra.gcp.pool.cloud_run_pool_template`). Each execution runs the project's image with podman
+(where podman cannot run, a local process), under the job's CPU and memory limits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from infra.gcp.pool import SECRET_OUTPUTS, cloud_run_pool_template
 from infra.gcp.settings import RESULTS_BLOCK
 from infra.pools import upsert_pool
 from sandbox.runner import Sandbox
+from tests.integration import podman
 from tests.integration.cloud_run_fake import CloudRunFake
+from tests.integration.containers import Launcher
 from tests.integration.gcs_fake import GcsFake
 from tests.integration.servers import UvicornThread
 from tests.integration.tls_proxy import InterceptingProxy
@@ -166,7 +169,7 @@ def _deploy(sandbox_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory, prefect_server) -> Iterator[Cloud]:
+def cloud(tmp_path_factory, prefect_server, launcher: Launcher) -> Iterator[Cloud]:
     if importlib.util.find_spec("socks") is None:
         pytest.fail("PySocks is missing: httplib2 needs it to use HTTPS_PROXY (`uv sync`).")
     from prefect_gcp import GcpCredentials, GcsBucket
@@ -177,7 +180,7 @@ def cloud(tmp_path_factory, prefect_server) -> Iterator[Cloud]:
             OUTPUTS[SECRET_OUTPUTS["NUMERAI_PUBLIC_ID"]]: sandbox.public_id,
             OUTPUTS[SECRET_OUTPUTS["NUMERAI_SECRET_KEY"]]: sandbox.secret_key,
         }
-        run = CloudRunFake(root / "containers", project_dir=PROJECT, secrets=secrets)
+        run = CloudRunFake(root / "containers", launcher=launcher, secrets=secrets)
         gcs = GcsFake([OUTPUTS["bucket_name"]])
         with UvicornThread(run.app) as run_api, UvicornThread(gcs.app) as gcs_api:
             routes = {
@@ -193,6 +196,7 @@ def cloud(tmp_path_factory, prefect_server) -> Iterator[Cloud]:
                     "REQUESTS_CA_BUNDLE": str(proxy.ca_path),  # google-auth and Cloud Storage
                 }
                 run.container_env.update(network)
+                run.container_files.append(proxy.ca_path)
                 info = run.service_account_info(OUTPUTS["project"])
                 credentials = GcpCredentials(service_account_info=info)
                 credentials_id = credentials.save(CREDENTIALS_BLOCK, overwrite=True)
@@ -200,6 +204,8 @@ def cloud(tmp_path_factory, prefect_server) -> Iterator[Cloud]:
                     RESULTS_BLOCK, overwrite=True
                 )
                 image = f"{OUTPUTS['repository_url']}/numerai-nodes:test"
+                if launcher.kind == "podman":
+                    podman.tag(podman.IMAGE, image)  # as if pushed to Artifact Registry
                 template = cloud_run_pool_template(
                     OUTPUTS, image, credentials_block_id=str(credentials_id)
                 )
@@ -252,8 +258,8 @@ def test_a_later_run_in_a_fresh_container_loads_the_model_instead_of_training(cl
     assert later.state_type.value == "COMPLETED", later.state
     states = cloud.task_states(later.id)
     assert "train" not in states and states["load-model"] == "Completed"
-    homes = {e.env["NUMERAI_NODES_HOME"] for e in cloud.run.started}
-    assert len(homes) == len(cloud.run.started) > 1, "containers shared a home"
+    containers = {e.container.name for e in cloud.run.started if e.container}
+    assert len(containers) == len(cloud.run.started) > 1, "executions shared a container"
     assert [s.trigger_id for s in cloud.sandbox.submissions()].count("cloud-run-3") == 1
 
 

@@ -1,8 +1,9 @@
 """The real prefect-aws ECS worker runs the tournament node on a moto ECS stack made by `up`.
 
 moto stands in for AWS (CloudFormation, ECS, ECR, S3, SQS, Secrets Manager). EcsTaskRunner stands
-in for Fargate: it runs each task the worker starts as a local process in a fresh home, and posts
-the task-state events the worker's observer reads from SQS.
+in for Fargate: it runs each task the worker starts in a fresh container of the project's image
+(podman; where podman cannot run, a local process in a fresh home), with the task's CPU and
+memory, and posts the task-state events the worker's observer reads from SQS.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from infra.aws.place import up
 from infra.aws.settings import AwsSettings
 from infra.cloud import NumeraiKeys
 from sandbox.runner import Sandbox
-from tests.integration.ecs_runner import EcsTaskRunner, moto_aws, venv_bin
+from tests.integration import podman
+from tests.integration.containers import Launcher
+from tests.integration.ecs_runner import EcsTaskRunner, moto_aws
 from tests.integration.servers import _prefect_executable
 
 pytestmark = [
@@ -57,7 +60,8 @@ def stack(aws, sandbox):
 
 @pytest.fixture(scope="module")
 def deployment_id(stack, sandbox):
-    """The tournament node on the ecs pool; its code at the project root (/app in the image)."""
+    """The tournament node on the ecs pool; its code in the working directory (/app in the image,
+    the project directory for a local process)."""
     with get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name("tournament-node")
         return client.create_deployment(
@@ -69,9 +73,7 @@ def deployment_id(stack, sandbox):
             job_variables={
                 "env": {"NUMERAI_API_URL": sandbox.url, "NUMERAI_NODES_RETRY_DELAY_SCALE": "0"}
             },
-            pull_steps=[
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}
-            ],
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": "."}}],
         )
 
 
@@ -110,20 +112,17 @@ def worker(aws, prefect_server, stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runner(aws, stack, worker, prefect_server, tmp_path_factory):
-    base_env = {
-        "PATH": venv_bin() + os.pathsep + os.environ.get("PATH", ""),
-        "LANG": os.environ.get("LANG", "C.UTF-8"),
-        **aws,
-    }
+def runner(aws, stack, worker, prefect_server, tmp_path_factory, launcher: Launcher):
+    if launcher.kind == "podman":  # as if pushed to the stack's ECR repository
+        podman.tag(podman.IMAGE, stack.image)
     with EcsTaskRunner(
         cluster=stack.outputs["ClusterName"],
         queue_url=boto3.client("sqs").get_queue_url(QueueName="prefect-ecs-tasks-events")[
             "QueueUrl"
         ],
-        workdir=PROJECT,
-        homes=tmp_path_factory.mktemp("containers"),
-        base_env=base_env,
+        launcher=launcher,
+        logs=tmp_path_factory.mktemp("containers"),
+        role_env=aws,
         prefect_api_url=prefect_server,
     ) as running:
         yield running

@@ -25,6 +25,7 @@ from tests.flows.test_store import (
     check_saving_listing_and_loading,
 )
 from tests.integration.cloud_run_fake import CloudRunFake
+from tests.integration.containers import LocalProcesses
 from tests.integration.gcs_fake import GcsFake
 from tests.integration.servers import UvicornThread
 from tests.integration.tls_proxy import InterceptingProxy
@@ -37,7 +38,10 @@ PROJECT = "fake-project"
 def google(tmp_path_factory) -> Iterator[tuple[GcsFake, dict[str, str]]]:
     """The GCS fake behind Google's front door, and a service account key it accepts tokens of."""
     root = tmp_path_factory.mktemp("gcs")
-    oauth = CloudRunFake(root / "containers", project_dir=Path.cwd(), secrets={})
+    # Only its OAuth endpoint serves here: no job runs, so containers are local processes.
+    oauth = CloudRunFake(
+        root / "containers", launcher=LocalProcesses(Path.cwd(), root / "homes"), secrets={}
+    )
     gcs = GcsFake([])
     with (
         UvicornThread(oauth.app) as oauth_api,
