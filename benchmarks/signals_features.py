@@ -1,19 +1,33 @@
-"""Benchmark: Signals feature time and peak memory on 5,000 tickers x 10 years of prices."""
+"""Benchmark: Signals feature time and peak memory, old and new code side by side.
+
+    uv run python benchmarks/signals_features.py [--tickers 5000] [--years 10] [--runs 3] [--quick]
+
+Each run is a fresh process that makes synthetic daily prices (a random walk per ticker on
+weekdays), then computes the features of every Friday with one implementation:
+- old: `benchmarks.signals_old.compute_features_old` (pandas over whole wide frames);
+- new: `models.signals.compute_features` (numpy, windows read only on the needed days).
+Prints the median time, the process's peak RSS (ru_maxrss of the child, prices included) and
+the peak above the RSS with the prices loaded. `--quick`: 500 tickers x 3 years, 1 run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import resource
 import statistics
+import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 
-from models.signals import FEATURES, compute_features
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def synthetic_prices(tickers: int, years: int, seed: int = 0) -> pd.DataFrame:
@@ -21,74 +35,81 @@ def synthetic_prices(tickers: int, years: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     days = pd.bdate_range(end="2024-12-27", periods=years * 252)
     n = len(days)
-    close = 100 * np.exp(np.cumsum(rng.normal(3e-4, 0.02, (tickers, n)), axis=1))
-    symbols = pd.Categorical(np.repeat([f"T{i:05d}" for i in range(tickers)], n))
-    flat = close.ravel()
-    return pd.DataFrame(
-        {
-            "symbol": symbols,
-            "date": np.tile(days.values, tickers),
-            "open": flat,
-            "high": flat * 1.01,
-            "low": flat * 0.99,
-            "close": flat,
-            "volume": rng.lognormal(12, 1, tickers * n),
-        }
+    close = 100 * np.exp(np.cumsum(rng.normal(3e-4, 0.02, (tickers, n)), axis=1)).ravel()
+    names = [f"T{i:05d}" for i in range(tickers)]
+    prices = pd.DataFrame(
+        {"symbol": pd.Categorical.from_codes(np.repeat(np.arange(tickers), n), names)}
     )
+    # Column by column, so the frame is built without a second copy of every column.
+    prices["date"] = np.tile(days.values, tickers)
+    prices["open"] = close
+    prices["high"] = close * 1.01
+    prices["low"] = close * 0.99
+    prices["close"] = close
+    prices["volume"] = rng.lognormal(12, 1, tickers * n)
+    return prices
 
 
-def _peak_rss_mb() -> float:
-    """The process's peak resident memory so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+def child(args: argparse.Namespace) -> None:
+    """One feature computation in this process; prints JSON with time and memory."""
+    import psutil
 
-
-class _RssSampler(threading.Thread):
-    """Samples this process's RSS every few milliseconds; .peak_mb is the highest seen."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak_mb, self._stop_event = 0.0, threading.Event()
-
-    def run(self) -> None:
-        process = psutil.Process()
-        while not self._stop_event.wait(0.005):
-            self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
-
-    def stop(self) -> float:
-        self._stop_event.set()
-        self.join()
-        return self.peak_mb
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tickers", type=int, default=5000)
-    parser.add_argument("--years", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    if args.child == "old":
+        from benchmarks.signals_old import compute_features_old as compute
+    else:
+        from models.signals import compute_features as compute
 
     prices = synthetic_prices(args.tickers, args.years)
     fridays = pd.date_range(prices["date"].min(), prices["date"].max(), freq="W-FRI")
-    rss_input = psutil.Process().memory_info().rss / 2**20
-    print(f"prices: {len(prices):,} rows, {prices.memory_usage(deep=True).sum() / 2**20:.0f} MB")
-    print(f"RSS with the prices loaded: {rss_input:.0f} MB")
+    loaded = psutil.Process().memory_info().rss
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    started = time.perf_counter()
+    features = compute(prices, fridays)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak, "loaded": loaded, "before": before,
+                      "rows": len(features), "prices_rows": len(prices)}))  # fmt: skip
 
-    timings, peaks = [], []
-    for _ in range(args.runs):
-        sampler = _RssSampler()
-        sampler.start()
-        start = time.perf_counter()
-        features = compute_features(prices, fridays)
-        timings.append(time.perf_counter() - start)
-        peaks.append(sampler.stop())
-        rows, out_mb = len(features), features.memory_usage(deep=True).sum() / 2**20
-        del features
-    print(f"features: {rows:,} rows x {len(FEATURES)} columns, {out_mb:.0f} MB")
-    print(f"time: median {statistics.median(timings):.1f} s over {args.runs} runs")
-    print(f"peak RSS while computing: {max(peaks):.0f} MB (+{max(peaks) - rss_input:.0f} MB)")
-    print(f"peak RSS of the process: {_peak_rss_mb():.0f} MB")
+
+def _run(kind: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", kind]
+    command += ["--tickers", str(args.tickers), "--years", str(args.years)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"{kind} run failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.tickers, args.years, args.runs = 500, 3, 1
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    results: dict[str, list[dict]] = {"old": [], "new": []}
+    for i in range(args.runs):
+        for kind in results:  # interleaved, so a busy machine slows both alike
+            results[kind].append(_run(kind, args))
+            print(f"  run {i + 1} {kind}: {results[kind][-1]['seconds']:.1f} s")
+    first = results["new"][0]
+    print(f"\n{args.tickers} tickers x {args.years} years: {first['prices_rows']:,} price rows -> "
+          f"{first['rows']:,} feature rows; medians of {args.runs} runs")  # fmt: skip
+    print(f"{'path':5} {'seconds':>8} {'peak MB':>8} {'loaded MB':>10} {'peak-loaded':>12}")
+    for kind, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        peak = statistics.median(r["peak"] for r in runs)
+        loaded = statistics.median(r["loaded"] for r in runs)
+        print(f"{kind:5} {seconds:8.2f} {peak / 1e6:8.0f} {loaded / 1e6:10.0f} "
+              f"{(peak - loaded) / 1e6:12.0f}")  # fmt: skip
+    old, new = (statistics.median(r["seconds"] for r in results[k]) for k in ("old", "new"))
+    print(f"new is {old / new:.1f}x faster")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickers", type=int, default=5000)
+    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="500 tickers x 3 years, one run")
+    parser.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    child(parsed) if parsed.child else main(parsed)

@@ -16,6 +16,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models import panel
+
 MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer valid tickers.
 
 # Feature windows, in trading days.
@@ -164,19 +166,6 @@ def quintiles(frame: pd.DataFrame) -> pd.DataFrame:
     return np.floor((rank - 1).mul(5).div(count, axis=0))
 
 
-def _daily_features(close: pd.DataFrame, volume: pd.DataFrame):
-    """Yield (name, daily feature frame) one at a time, in BASE_FEATURES order, to save memory."""
-    for w in RSI_WINDOWS:
-        yield f"feature_rsi_{w}", rsi(close, w)
-    for h in RETURN_HORIZONS:
-        yield f"feature_return_{h}", returns(close, h)
-    for h in MOMENTUM_HORIZONS:
-        yield f"feature_momentum_{h}", momentum(close, h)
-    for w in VOLATILITY_WINDOWS:
-        yield f"feature_volatility_{w}", volatility(close, w)
-    yield BASE_FEATURES[-1], relative_volume(volume, *VOLUME_WINDOWS)
-
-
 def pivot_prices(prices: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long prices (symbol, date, close, volume) -> wide close and volume, gaps carried forward.
 
@@ -196,39 +185,74 @@ def pivot_prices(prices: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return close, wide(prices["volume"]).fillna(0).where(close.notna())
 
 
-def _at(frame: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.DataFrame:
-    """The row for each date: the last trading day on or before it, if at most a week before."""
-    return frame.reindex(dates, method="ffill", tolerance=pd.Timedelta(days=7))
-
-
-def compute_features(prices: pd.DataFrame, dates: Iterable) -> pd.DataFrame:
+def compute_features(prices: pd.DataFrame, dates: Iterable, block: int = 256) -> pd.DataFrame:
     """Quintile features for every symbol with a recent price at each date.
 
     Returns float32 FEATURES columns indexed by (date, symbol). A date that is not a trading
-    day (a Friday holiday) takes the last trading day before it.
+    day (a Friday holiday) takes the last trading day before it, if at most a week before.
+    The same numbers as the pandas functions above (rsi, returns, ...) ranked by quintiles(),
+    but each window is read only at the dates needed, `block` symbols at a time.
     """
-    close, volume = pivot_prices(prices)
+    trading, symbols, blocks = panel.pivot_blocks(prices, ["close", "volume"], block)
     days = pd.DatetimeIndex(sorted(set(pd.to_datetime(list(dates)))))
     past = {k: days - pd.Timedelta(weeks=k) for k in sorted({*LAGS, *DIFFS})}
     sample = days.append(list(past.values())).unique().sort_values()
-    priced = _at(close, sample).notna()
-    keep = priced.reindex(days).to_numpy(bool).ravel()  # (date, symbol) cells with a recent price
-    values = np.empty((int(keep.sum()), len(FEATURES)), dtype=np.float32)
+    at = trading.get_indexer(sample, method="ffill", tolerance=pd.Timedelta(days=7))
+    raw = [np.empty((len(sample), len(symbols))) for _ in BASE_FEATURES]
+    priced = np.empty((len(sample), len(symbols)), dtype=bool)
+    for cols, (close, volume) in blocks:
+        close = panel.ffill(close, FILL_LIMIT)
+        volume = np.where(np.isnan(close), np.nan, np.nan_to_num(volume, nan=0.0))
+        priced[:, cols] = (at >= 0)[:, None] & ~np.isnan(close[at])
+        for i, values in enumerate(_daily_at(close, volume, at)):
+            raw[i][:, cols] = values
+    now_rows = sample.get_indexer(days)
+    keep = priced[now_rows].ravel()  # (date, symbol) cells with a recent price
+    pick = slice(None) if keep.all() else np.flatnonzero(keep)
+    # Column-major: a column's pages are touched only when it is written, as raw is freed.
+    values = np.empty((int(keep.sum()), len(FEATURES)), dtype=np.float32, order="F")
     column = {name: i for i, name in enumerate(FEATURES)}
-
-    def put(name: str, frame: pd.DataFrame) -> None:
-        values[:, column[name]] = frame.to_numpy(np.float32).ravel()[keep]
-
-    for name, daily in _daily_features(close, volume):
-        ranked = quintiles(_at(daily, sample).where(priced))
-        now = ranked.reindex(days)
-        put(name, now)
+    for i, name in enumerate(BASE_FEATURES):
+        daily, raw[i] = raw[i], None  # type: ignore[call-overload]  # freed as it is ranked
+        daily[~priced] = np.nan
+        ranked = panel.quintiles(daily)
+        del daily
+        now = ranked[now_rows]
+        values[:, column[name]] = now.ravel()[pick]
         for k in LAGS:
-            put(f"{name}_lag{k}", ranked.reindex(past[k]))
+            values[:, column[f"{name}_lag{k}"]] = ranked[sample.get_indexer(past[k])].ravel()[pick]
         for k in DIFFS:
-            put(f"{name}_diff{k}", now - ranked.reindex(past[k]).set_axis(days))
-    index = pd.MultiIndex.from_product([days, close.columns], names=["date", "symbol"])
-    return pd.DataFrame(values, index=index[keep], columns=FEATURES)
+            change = now - ranked[sample.get_indexer(past[k])]
+            values[:, column[f"{name}_diff{k}"]] = change.ravel()[pick]
+    index = pd.MultiIndex.from_product([days, symbols], names=["date", "symbol"])
+    index = index if isinstance(pick, slice) else index[pick]
+    return pd.DataFrame(values, index=index, columns=FEATURES, copy=False)
+
+
+def _daily_at(close: np.ndarray, volume: np.ndarray, at: np.ndarray):
+    """The BASE_FEATURES of (day, symbol) close and volume at rows `at`, in order."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.diff(close, axis=0, prepend=np.nan)
+        gains = panel.Windows(np.clip(change, 0, None), at)
+        losses = panel.Windows(np.clip(-change, 0, None), at)
+        del change
+        for w in RSI_WINDOWS:
+            gain, loss = gains.mean(w), losses.mean(w)
+            total = gain + loss
+            yield np.where(np.isnan(total), np.nan, np.where(total > 0, 100 * gain / total, 50.0))
+        del gains, losses
+        now = close[at]
+        for h in RETURN_HORIZONS:
+            yield now / panel.shifted(close, at, h) - 1
+        for h in MOMENTUM_HORIZONS:
+            yield panel.shifted(close, at, MOMENTUM_SKIP) / panel.shifted(close, at, h) - 1
+        log_returns = panel.Windows(np.diff(np.log(close), axis=0, prepend=np.nan), at, True)
+        for w in VOLATILITY_WINDOWS:
+            yield log_returns.std(w)
+        del log_returns
+        volumes = panel.Windows(volume, at)
+        short, long = VOLUME_WINDOWS
+        yield volumes.mean(short) / volumes.mean(long)
 
 
 def price_range(dates: Iterable) -> tuple[pd.Timestamp, pd.Timestamp]:

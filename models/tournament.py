@@ -9,7 +9,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.frames import RowBatches, read_feature_matrix, read_ids, read_target
+from models.footprint import TRAIN_BYTES_PER_VALUE  # noqa: F401  (the node's memory check)
+from models.frames import feature_chunks, read_ids, read_target, streamed_dataset
 
 # Good starting values from Numerai's example model. A node overrides them in prefect.yaml.
 DEFAULT_PARAMS: dict = {
@@ -33,18 +34,17 @@ def train(
     rounds = int(params.pop("n_estimators"))
     labels = read_target(train_path, target)
     rows = np.flatnonzero(~np.isnan(labels))
-    matrix = read_feature_matrix(train_path, features)
 
-    # LightGBM reads the int8 matrix in batches; Numerai's 5 values fit its smallest bins.
-    dataset = lgb.Dataset(
-        RowBatches(matrix, rows),
-        label=labels[rows],
-        feature_name=features,
-        params={"max_bin": 7, "bin_construct_sample_cnt": 20_000, "verbose": -1},
+    # LightGBM bins the rows as they stream from the file: the int8 matrix and its float copy
+    # never exist whole beside its binned copy. Numerai's 5 values fit its 4-bit bins.
+    dataset = streamed_dataset(
+        train_path,
+        features,
+        labels[rows],
+        {"max_bin": 7, "bin_construct_sample_cnt": 20_000, "verbose": -1},
+        rows,
     )
     callbacks = [_report_every(rounds, on_progress)] if on_progress else []
-    dataset.construct()
-    del matrix  # LightGBM holds its own binned copy now
     booster = lgb.train(
         {
             "objective": "regression",
@@ -63,10 +63,9 @@ def train(
 
 def predict(model: lgb.Booster, data_path: str | Path, features: list[str]) -> pd.Series:
     """Predict every row of a Numerai file and rank the predictions into (0, 1)."""
-    matrix = read_feature_matrix(data_path, features)
-    step = 100_000  # predict in chunks to keep the float copies small
-    chunks = (matrix[i : i + step].astype(np.float32) for i in range(0, len(matrix), step))
-    raw = np.concatenate([model.predict(chunk) for chunk in chunks])
+    # A chunk at a time: the float copy LightGBM predicts from is one chunk, not the file.
+    chunks = feature_chunks(data_path, features)
+    raw = np.concatenate([model.predict(block.astype(np.float32)) for _, block in chunks] or [[]])
     ranks = pd.Series(raw, index=read_ids(data_path), name="prediction").rank(method="average")
     return (ranks - 0.5) / len(ranks)  # strictly inside (0, 1), as Numerai asks
 

@@ -52,4 +52,4 @@ def test_the_example_model_covers_its_frames_helper_and_no_installed_package():
     from flows.node import _own_sources
 
     names = sorted(path.name for path in _own_sources(models.tournament))
-    assert names == ["frames.py", "tournament.py"]
+    assert names == ["footprint.py", "frames.py", "tournament.py"]
