@@ -51,8 +51,9 @@ def fetch(
 
     Safe when many nodes ask at once: one downloads (under the file's lock) while the others
     wait, then find it whole. A cached file that does not parse is discarded and fetched again.
-    A per-round file is compared with what Numerai serves now (a restarted local Numerai can
-    serve other data for the same round).
+    A per-round file found in the cache is compared with what Numerai serves now (a restarted
+    local Numerai can serve other data for the same round), unless another node put it there
+    while this one waited for the lock: that node has just fetched it, so nobody asks again.
     """
     dest = dataset_path(data_dir, data_version, filename, round_number)
     per_round = is_per_round(filename)
@@ -60,10 +61,13 @@ def fetch(
         return dest, True
     remote = filename if "/" in filename else f"{data_version}/{filename}"
     served_round = round_number if per_round else None
+    before = _identity(dest)
     with files.locked(dest, lock_timeout):
         files.remove_leftovers(dest)
         fresh = _whole(dest) and (
-            not per_round or client.served_size(remote, served_round) == dest.stat().st_size
+            not per_round
+            or _identity(dest) != before
+            or client.served_size(remote, served_round) == dest.stat().st_size
         )
         if fresh:
             return dest, True
@@ -88,6 +92,16 @@ def reading(path: Path) -> Iterator[Path]:
             f"The cached {path.name} was damaged ({type(exc).__name__}); it was discarded and "
             "the retry downloads it again."
         ) from None
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """Which file is at `path` (device, inode, size, mtime); None when there is none. A file
+    renamed into place is another file: its identity differs from the one it replaced."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _whole(path: Path) -> bool:

@@ -1,7 +1,8 @@
 """`sandbox` commands: serve a local Numerai, and drive a running one through its admin API."""
 
 # The project CLI mounts this app, so importing it must stay light for `--help`: the runner (data
-# generation with numpy/pyarrow/pandas, uvicorn and the server) is imported only when serving.
+# generation with numpy/pyarrow/pandas, uvicorn and the server) is imported only when serving,
+# and httpx (tens of milliseconds) only by the admin commands that call a running sandbox.
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
-import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.tournaments import CLASSIC, TOURNAMENT_HELP
@@ -237,7 +237,9 @@ def serve_command(
 
 
 def _admin(method: str, url: str | None, path: str, **kwargs: Any) -> Any:
-    """Call a running sandbox's admin endpoint; failures become a ClickException."""
+    """Call a running sandbox's admin endpoint; a failure is a message on stderr and exit 1."""
+    import httpx
+
     if not url:
         raise typer.BadParameter(
             "no sandbox to talk to: start one with `numerai-nodes up --sandbox` (its commands "
@@ -252,7 +254,14 @@ def _admin(method: str, url: str | None, path: str, **kwargs: Any) -> Any:
             f"cannot reach a sandbox at {url}: {exc}", param_hint="--url"
         ) from exc
     if response.status_code >= 400:
-        raise click.ClickException(f"{target} answered {response.status_code}: {response.text}")
+        # typer vendors its own click: a ClickException of the `click` package would escape it
+        # as a traceback, so the message is printed here and the exit raised.
+        _console.print(
+            f"[bold red]Error:[/] {escape(target)} answered {response.status_code}: "
+            f"{escape(response.text)}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     return response.json()
 
 

@@ -49,6 +49,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     show_version: Annotated[
         bool,
         typer.Option(
@@ -57,7 +58,8 @@ def _root(
     ] = False,
 ) -> None:
     """Run Numerai models as Prefect deployments: prediction nodes that submit every round."""
-    stack.point_sandbox_commands_at_the_stack()
+    if ctx.invoked_subcommand == "sandbox":  # reading the stack's settings costs pydantic
+        stack.point_sandbox_commands_at_the_stack()
 
 
 app.add_typer(run.app, name="run")

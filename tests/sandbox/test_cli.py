@@ -59,6 +59,12 @@ def test_admin_command_reports_an_unreachable_sandbox():
     assert "cannot reach a sandbox" in result.output
 
 
+def test_an_admin_command_the_sandbox_refuses_shows_its_answer_not_a_traceback(sandbox: Sandbox):
+    result = CliRunner().invoke(app, ["chaos", "--url", sandbox.url, "--delay-s", "5", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "answered 400" in result.stderr and "delay_s" in result.stderr
+
+
 def test_python_m_sandbox_ready_file_and_sigterm(tmp_path: Path, data_root: Path, monkeypatch):
     ready = tmp_path / "ready.json"
     command = [sys.executable, "-m", "sandbox", "--root", str(data_root), "--port", "0"]
