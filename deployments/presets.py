@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator
 
 from flows.errors import ConfigurationError
+from flows.memory import training_mib
+from models.footprint import TRAIN_BYTES_PER_VALUE
 
 FAMILIES = ("gen", "cpu", "mem")
 SIZES = ("xs", "s", "m", "l", "xl", "2xl")
@@ -103,32 +104,27 @@ def _unknown_pool_type(pool_type: str) -> ConfigurationError:
     )
 
 
-# What Numerai data a preset fits. ESTIMATES, all in this one block: check them against the peak
-# RSS that benchmarks/tournament_node.py measures (the performance issue's benchmark) and correct
-# them here; `numerai-nodes sizes` and its tests read nothing else.
-# - Numerai Classic v5.2: about 2.75 million training rows, and a live round of about 6,000.
-# - Features per Classic feature set; Numerai stores each value as int8, 1 byte.
-# - Training peaks at 2.5x the raw int8 frame (LightGBM's binned dataset and pandas' copies) plus
-#   1 GiB for the Python process (interpreter, pandas, LightGBM, Prefect).
-# - Predicting reads the live round only: at most 6,000 x 2,376 bytes (14 MB), so the process
-#   and the model fit in 1 GiB, the smallest preset: it always fits.
+# What Numerai data a preset fits, by the figures benchmarks/container_sizes.py measures in the
+# node image under memory limits (flows/memory.py and models/footprint.py hold them):
+# - Numerai Classic v5.2: about 2.75 million training rows, and a live round of about 6,000;
+#   each feature value is one int8 byte.
+# - Training the example model peaks at the node process's baseline plus
+#   `TRAIN_BYTES_PER_VALUE` bytes per int8 value (models/footprint.py).
+# - Predicting reads the live round a row group at a time: a live round of the `all` set
+#   (6,000 x 2,376) peaked at 369 MiB, so every preset fits it.
 TRAIN_ROWS = 2_750_000
 LIVE_ROWS = 6_000
 FEATURE_SETS: dict[str, int] = {"small": 42, "medium": 705, "all": 2_376}
-BYTES_PER_VALUE = 1
-TRAIN_OVERHEAD_FACTOR = 2.5
-PROCESS_MIB = 1 * _GIB
-PREDICT_MIB = 1 * _GIB
+PREDICT_MIB = 400
 STAGES = ("train", "predict")
 
 
 def needed_mib(feature_set: str, stage: str) -> int:
-    """Estimated peak memory (MiB) to `train` on v5.2's training set or `predict` a live round
-    with `feature_set` (see the estimates above)."""
+    """Peak memory (MiB) to `train` the example model on v5.2's training set, or to `predict` a
+    live round, with `feature_set` (measured; see above)."""
     features = FEATURE_SETS[feature_set]
     if stage == "train":
-        raw_bytes = TRAIN_ROWS * features * BYTES_PER_VALUE
-        return math.ceil(raw_bytes * TRAIN_OVERHEAD_FACTOR / 2**20) + PROCESS_MIB
+        return training_mib(TRAIN_ROWS, features, TRAIN_BYTES_PER_VALUE)
     if stage == "predict":
         return PREDICT_MIB
     raise ValueError(f"Unknown stage '{stage}'. Valid stages: {', '.join(STAGES)}.")

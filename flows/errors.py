@@ -50,6 +50,21 @@ class TooManyRestarts(NodeError, RuntimeError):
         )
 
 
+class NotEnoughMemory(NodeError, MemoryError):
+    """Training would need more memory than the machine has: it would be killed mid-way."""
+
+    def __init__(
+        self, rows: int, features: int, needed_mib: int, available_mib: int, size: str | None = None
+    ):
+        where = f"size preset {size}" if size else "this machine"
+        super().__init__(
+            f"Out of memory at {where} ({available_mib / 1024:.1f} GiB): training on "
+            f"{rows:,} rows x {features:,} features needs about {needed_mib / 1024:.1f} GiB. "
+            f"Choose a size preset with at least {needed_mib / 1024:.1f} GiB "
+            "(`numerai-nodes sizes` shows what each fits) or a smaller feature set."
+        )
+
+
 class ModelNotReady(NodeError, LookupError):
     """No trained model of the node's spec family is in the model store, and the node may not
     train on round day. The message names the training command."""

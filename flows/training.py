@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import lightgbm
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -25,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from flows import cache, events
 from flows.entrypoints import TRAINING_FLOW
+from flows.memory import check_training_memory, size_from_tags
 from flows.node import DataSource, code_digest, download_dataset, spec_key
 from flows.report import EraScores, score_eras
 from flows.settings import load_settings, source_label
@@ -104,8 +106,16 @@ def train_model(source: DataSource, spec: ClassicSpec, features: list[str]):
         update_progress_artifact(progress, 100.0 * done / total)
         logger.info("Training: %d/%d trees", done, total)
 
+    module = model_module(spec.model)
     with cache.reading(train_path):
-        return model_module(spec.model).train(
+        # Refuse now what the machine's memory cannot hold, rather than be killed mid-way.
+        check_training_memory(
+            pq.ParquetFile(train_path).metadata.num_rows,  # from the footer alone
+            len(features),
+            getattr(module, "TRAIN_BYTES_PER_VALUE", None),
+            size=size_from_tags(list(flow_run.tags or [])),
+        )
+        return module.train(
             train_path, features, spec.target, dict(spec.params), on_progress=on_progress
         )
 

@@ -17,8 +17,8 @@ def sizes(
     Run, and whether training LightGBM on v5.2's full training set with each Classic feature set
     (small, medium, all), and predicting a live round, fits in memory.
 
-    The memory needs are estimates (deployments/presets.py) until checked against
-    the peak RSS that benchmarks/tournament_node.py measures.
+    The memory needs are measured: benchmarks/container_sizes.py trains the example model in
+    memory-limited containers of the node image (figures in deployments/presets.py).
 
     Pick a preset with `<<: *ecs-<preset>` in prefect.aws.yaml or
     `<<: *cloud-run-<preset>` in prefect.gcp.yaml.
@@ -67,8 +67,8 @@ def sizes(
     console.print(table)
     train = ", ".join(f"{s} {_gib(needed_mib(s, 'train'))}" for s in FEATURE_SETS)
     console.print(
-        f"[dim]Estimated peak memory to train on v5.2: {train}; predicting a live round fits in "
-        f"{_gib(needed_mib('all', 'predict'))}. Estimates: see deployments/presets.py.[/]",
+        f"[dim]Measured peak memory to train the example model on v5.2: {train}; predicting a "
+        f"live round fits in {_gib(needed_mib('all', 'predict'))}. See deployments/presets.py.[/]",
         highlight=False,
     )
 

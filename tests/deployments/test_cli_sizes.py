@@ -14,6 +14,7 @@ from deployments.presets import (
     FEATURE_SETS,
     LIVE_ROWS,
     PREDICT_MIB,
+    TRAIN_ROWS,
     fits,
     machine,
     needed_mib,
@@ -67,7 +68,12 @@ def test_cloud_run_caps_at_32_gib_and_8_vcpu():
 
 def test_training_needs_grow_with_the_feature_set_and_predicting_always_fits():
     train = [needed_mib(name, "train") for name in ("small", "medium", "all")]
-    assert train == sorted(train) and 16 * 1024 < train[-1] < 17 * 1024
+    assert train == sorted(train)
+    # Rows stream into LightGBM's bins, so the training set is never held twice: v5.2's whole
+    # `all` set (6.1 GiB of int8) trains within gen-m's 8 GiB, with room for the process.
+    all_int8_mib = TRAIN_ROWS * FEATURE_SETS["all"] / 2**20
+    assert all_int8_mib < train[-1] <= 8 * 1024
+    assert fits("gen-m", ECS)["train"]["all"] and not fits("gen-s", ECS)["train"]["all"]
     # The live round is a few thousand rows: even `all` is a few MB of int8.
     assert LIVE_ROWS * FEATURE_SETS["all"] < 20 * 2**20
     for name in preset_names():
@@ -91,7 +97,7 @@ def test_the_table_shows_every_preset_and_the_estimates():
     for name in preset_names():
         assert name in result.stdout
     assert "120 GiB" in result.stdout and "train all" in result.stdout
-    assert "Estimated peak memory" in result.stdout
+    assert "Measured peak memory" in result.stdout
 
 
 def test_an_unknown_pool_type_or_stage_is_refused():

@@ -7,10 +7,14 @@ this image; these check the image itself.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 
+from deployments.presets import ECS, machine
+from flows.memory import training_mib
+from models.footprint import TRAIN_BYTES_PER_VALUE
 from tests.integration import podman
 
 pytestmark = [pytest.mark.container, pytest.mark.integration]
@@ -59,3 +63,77 @@ def test_the_image_starts_the_cli(node_image):
 
     assert done.returncode == 0, done.stderr
     assert "numerai-nodes" in done.stdout and "round" in done.stdout
+
+
+# --- a node in the image, under a size preset's memory -----------------------------------------
+# The sandbox's `bench` data: 500,000 training rows x 500 int8 features (the `all` set).
+BENCH_ROWS, BENCH_FEATURES = 500_000, 500
+MODEL = "sandbox_model"
+
+
+@pytest.fixture(scope="module")
+def bench_sandbox(tmp_path_factory):
+    from sandbox.runner import Sandbox
+
+    with Sandbox(tmp_path_factory.mktemp("bench"), size="bench", models=[MODEL]) as sandbox:
+        yield sandbox
+
+
+def _node_run(image, sandbox, prefect_api, trigger_id: str, memory_mib: int, cpus: float):
+    """`numerai-nodes run tournament` in a fresh container limited like a Fargate task."""
+    env = {
+        "PREFECT_API_URL": prefect_api,
+        "NUMERAI_API_URL": sandbox.url,
+        "NUMERAI_PUBLIC_ID": sandbox.public_id,
+        "NUMERAI_SECRET_KEY": sandbox.secret_key,
+    }
+    limits = [
+        "--memory",
+        f"{memory_mib}m",
+        "--memory-swap",
+        f"{memory_mib}m",
+        "--cpus",
+        f"{cpus:g}",
+    ]
+    command = ["numerai-nodes", "run", "tournament", "--model", MODEL, "--feature-set", "all"]
+    command += ["--param", "n_estimators=20", "--no-score", "--trigger-id", trigger_id]
+    return subprocess.run(
+        [*podman.run_args(), "--rm", *limits]
+        + [arg for name in env for arg in ("--env", name)]
+        + [image, *command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_a_node_trains_and_submits_on_bench_data_within_the_gen_s_preset(
+    node_image, bench_sandbox, prefect_server
+):
+    vcpu, memory_mib = machine("gen-s", ECS)
+    # What the sizing table says: the bench training set fits in gen-s.
+    needed = training_mib(BENCH_ROWS, BENCH_FEATURES, TRAIN_BYTES_PER_VALUE)
+    assert needed < memory_mib
+
+    done = _node_run(node_image, bench_sandbox, prefect_server, "gen-s-1", memory_mib, vcpu)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    submitted = [s for s in bench_sandbox.submissions() if s.trigger_id == "gen-s-1"]
+    assert len(submitted) == 1
+
+
+def test_too_little_memory_for_the_training_set_is_named_before_training_and_nothing_is_sent(
+    node_image, bench_sandbox, prefect_server
+):
+    needed = training_mib(BENCH_ROWS, BENCH_FEATURES, TRAIN_BYTES_PER_VALUE)
+    too_little = needed * 3 // 4
+
+    done = _node_run(node_image, bench_sandbox, prefect_server, "too-little", too_little, 1)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]  # refused by the node, not killed (137)
+    assert "Out of memory at this machine" in output
+    assert f"{BENCH_ROWS:,} rows x {BENCH_FEATURES:,} features" in output
+    assert "Traceback" not in done.stderr
+    assert [s for s in bench_sandbox.submissions() if s.trigger_id == "too-little"] == []
