@@ -22,9 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deployments.events import EVENT_NAME, node_resource_id
 from deployments.presets import job_variables, known_preset
-from flows.entrypoints import SIGNALS_FLOW, TOURNAMENT_FLOW, TRAINING_FLOW, NodeFlow
+from flows.entrypoints import (
+    CRYPTO_FLOW,
+    SIGNALS_FLOW,
+    TOURNAMENT_FLOW,
+    TRAINING_FLOW,
+    NodeFlow,
+)
 from flows.errors import ConfigurationError
 from flows.events import NODE_NAME_PATTERN, NODE_TAG
+from flows.memory import SIZE_TAG_PREFIX
 
 DECLARATIONS = Path("nodes.yaml")
 TRAINING_TAG = "numerai-training"
@@ -32,7 +39,7 @@ TRAINING_TAG = "numerai-training"
 FALLBACK_CRON = "30 13 * * 2-6"
 TRAINING_CRON = "0 6 * * *"
 PoolType = Literal["process", "ecs", "cloud-run-v2"]
-_FLOWS = {"classic": TOURNAMENT_FLOW, "signals": SIGNALS_FLOW}
+_FLOWS = {"classic": TOURNAMENT_FLOW, "signals": SIGNALS_FLOW, "crypto": CRYPTO_FLOW}
 # What a node run takes from Numerai's webhook event; `| default(none)` keeps a missing field
 # from failing the automation (and dropping the run).
 _SPEC_KEYS = {"extends", "tournament", "training"}  # what a spec has besides node settings
@@ -175,8 +182,9 @@ def resolve(fleet: Fleet) -> list[ResolvedNode]:
         train = fleet.defaults.train if node.train is None else node.train
         if not train and spec.flow is not TOURNAMENT_FLOW:
             raise FleetError(
-                f"Node '{name}' is a Signals node with `train: false`: Signals models train in "
-                "the round for now (training ahead is built for Classic specs). Set train: true."
+                f"Node '{name}' is a {spec.flow.tournament.label.capitalize()} node with "
+                "`train: false`: Signals and Crypto models train in the round for now (training "
+                "ahead is built for Classic specs). Set train: true."
             )
         pool = node.pool or fleet.defaults.pool
         size = node.size or fleet.defaults.size
@@ -289,6 +297,8 @@ def node_fields(flow: NodeFlow) -> set[str]:
     shared = {"params", "data_version", "target", "score_validation", "upload"}
     if flow is TOURNAMENT_FLOW:
         return shared | {"model", "feature_set"}
+    if flow is CRYPTO_FLOW:  # Numerai Crypto has no validation data to score
+        return (shared - {"score_validation"}) | {"symbol_overrides", "price_retries"}
     return shared | {"ticker_overrides", "price_retries"}
 
 
@@ -336,6 +346,11 @@ def _pool(fleet: Fleet, pool: str, size: str | None) -> dict[str, Any]:
     return entry
 
 
+def _size_tag(size: str | None) -> list[str]:
+    """`size:<preset>`: the runs' machine size, named by training's out-of-memory message."""
+    return [f"{SIZE_TAG_PREFIX}{size}"] if size else []
+
+
 def _node_deployment(fleet: Fleet, node: ResolvedNode) -> dict[str, Any]:
     flow = node.spec.flow
     entry: dict[str, Any] = {
@@ -343,7 +358,12 @@ def _node_deployment(fleet: Fleet, node: ResolvedNode) -> dict[str, Any]:
         "description": node.description,
         "entrypoint": flow.entrypoint,
         "work_pool": _pool(fleet, node.pool, node.size),
-        "tags": [NODE_TAG, f"numerai-model:{node.numerai_model}", f"spec:{node.spec.name}"],
+        "tags": [
+            NODE_TAG,
+            f"numerai-model:{node.numerai_model}",
+            f"spec:{node.spec.name}",
+            *_size_tag(node.size),
+        ],
         # The same node never runs twice at once; later runs wait their turn.
         "concurrency_limit": 1,
         "parameters": {"node": node_parameters(node)},
@@ -369,7 +389,7 @@ def _training_deployment(fleet: Fleet, spec: Spec) -> dict[str, Any]:
         "description": f"Trains the spec {spec.name} into the model store ahead of round day.",
         "entrypoint": TRAINING_FLOW.entrypoint,
         "work_pool": _pool(fleet, training_pool(fleet, spec), spec.training.size),
-        "tags": [TRAINING_TAG, f"spec:{spec.name}"],
+        "tags": [TRAINING_TAG, f"spec:{spec.name}", *_size_tag(spec.training.size)],
         "concurrency_limit": 1,
         "parameters": {"spec": spec_parameters(spec)},
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.tournaments import CLASSIC, SIGNALS, Tournament
+from flows.tournaments import CLASSIC, CRYPTO, SIGNALS, Tournament
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class NodeFlow:
 
 TOURNAMENT_FLOW = NodeFlow("flows/tournament.py:tournament_node", "tournament-node", CLASSIC)
 SIGNALS_FLOW = NodeFlow("flows/signals.py:signals_node", "signals-node", SIGNALS)
+CRYPTO_FLOW = NodeFlow("flows/crypto.py:crypto_node", "crypto-node", CRYPTO)
 # Not a node: trains a Classic model spec into the model store ahead of round day. Its name is
 # its function's, as `prefect deploy --name <flow>/<deployment>` matches the function's name.
 TRAINING_FLOW = NodeFlow("flows/training.py:train_spec", "train-spec", CLASSIC)
 NODE_FLOWS: dict[str, NodeFlow] = {
-    flow.entrypoint: flow for flow in (TOURNAMENT_FLOW, SIGNALS_FLOW)
+    flow.entrypoint: flow for flow in (TOURNAMENT_FLOW, SIGNALS_FLOW, CRYPTO_FLOW)
 }

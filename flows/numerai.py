@@ -24,7 +24,7 @@ from flows.errors import (
     UploadRejected,
 )
 from flows.settings import load_settings
-from flows.tournaments import CLASSIC, SIGNALS
+from flows.tournaments import CLASSIC, CRYPTO, SIGNALS
 
 # How Numerai's API says a dataset file does not exist.
 _NOT_FOUND = ("not found", "no such", "does not exist")
@@ -110,6 +110,10 @@ class _Signals(_BoundApi, numerapi.SignalsAPI):
     pass
 
 
+class _Crypto(_BoundApi, numerapi.CryptoAPI):
+    """Crypto lists and uploads as Classic does, with tournament 12 (numerapi's CryptoAPI)."""
+
+
 class NumeraiClient:
     """What a node needs from Numerai: rounds, datasets, models, submissions and webhooks."""
 
@@ -126,7 +130,9 @@ class NumeraiClient:
         self.url = api_url
         self.tournament = tournament
         self.has_keys = bool(public_id and secret_key)
-        api_class = _Signals if tournament == SIGNALS else _Classic
+        api_class = (
+            _Signals if tournament == SIGNALS else _Crypto if tournament == CRYPTO else _Classic
+        )
         api = api_class(verbosity="WARNING", show_progress_bars=show_progress)
         api.url = api_url
         api.timeout = (timeout.connect or 10.0, timeout.read or 60.0)

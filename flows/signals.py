@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import time
 from pathlib import Path
 
 import lightgbm
 import pandas as pd
-import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from flows import cache, files
 from flows.announce import node_run
 from flows.entrypoints import SIGNALS_FLOW
-from flows.errors import ConfigurationError, InsufficientCoverage
+from flows.errors import InsufficientCoverage
 from flows.node import (
     DataSource,
     NodeSettings,
@@ -26,21 +22,23 @@ from flows.node import (
     code_digest,
     download_dataset,
     refuse_endless_restarts,
-    retry_delay_scale,
     run_name,
     spec_key,
     submit_predictions,
 )
-from flows.prices import (
-    EXCHANGE_TABLE,
-    PriceCache,
-    PriceReport,
-    YahooPriceSource,
-    load_exchange_table,
+from flows.price_steps import (
+    Prices,
+    derived_path,
+    fetch_prices,
+    live_predictions,
+    not_found,
+    read_targets,
+    write_parquet,
 )
-from flows.report import EraScores, publish_coverage, publish_report, score_eras
+from flows.prices import EXCHANGE_TABLE, PriceCache, load_exchange_table
+from flows.report import EraScores, publish_report, score_eras
 from flows.round_start import round_start
-from flows.settings import load_settings, source_label
+from flows.settings import source_label
 from flows.spec import check_params
 from flows.steps import note_failed_step
 from flows.validation import PredictionSummary, check_signals
@@ -68,31 +66,10 @@ class SignalsNode(NodeSettings):
     )
 
 
-class Prices(BaseModel):
-    """Where the daily prices are, and what updating them for one dataset did."""
-
-    directory: Path
-    report: PriceReport
-    tickers: int  # Numerai tickers in the dataset
-    priced: int  # ... of which Yahoo had prices for
-    last_date: dt.date  # the dataset's last date: the live date for live data
-
-
-def _derived(node: SignalsNode, dataset: Path, suffix: str) -> Path:
-    """Where the node keeps a file made from a dataset (tickers, features), per node."""
-    path = dataset.parent / "derived" / node.name / f"{dataset.stem}-{suffix}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _rows(dataset: Path) -> pd.DataFrame:
     """numerai_ticker and date of every row of a Signals dataset."""
     rows = pd.read_parquet(dataset, columns=["numerai_ticker", "date"])
     return rows.assign(date=pd.to_datetime(rows["date"]))
-
-
-def _backoff(seconds: float) -> None:
-    time.sleep(seconds * retry_delay_scale())
 
 
 @task(
@@ -110,10 +87,7 @@ def map_tickers(node: SignalsNode, dataset: Path) -> Path:
         len(mapping),
         f"; no exchange rule for {', '.join(unmapped[:5])}" if unmapped else "",
     )
-    out = _derived(node, dataset, "tickers")
-    with files.atomic_path(out) as tmp:  # nodes sharing a live file share its derived files
-        mapping.to_parquet(tmp, index=False)
-    return out
+    return write_parquet(mapping, derived_path(node.name, dataset, "tickers"))
 
 
 @task(
@@ -125,53 +99,17 @@ def update_prices(node: SignalsNode, dataset: Path, ticker_map: Path) -> Prices:
     A ticker Yahoo does not know (or that fails every retry) has no prices and is asked again
     next run. Fewer than 100 priced tickers stop the run: Numerai would reject the submission.
     """
-    settings = load_settings()
     rows, mapping = _rows(dataset), pd.read_parquet(ticker_map)
     tickers = mapping[mapping["numerai_ticker"].isin(rows["numerai_ticker"])]
-    start, end = signals.price_range(rows["date"].unique())
-    source = YahooPriceSource(settings.yahoo_url, retries=node.price_retries, sleep=_backoff)
-    symbols = tickers["yahoo"].dropna().unique()
-    report = PriceCache(settings.prices_dir).update(source, symbols, start, end)
-    logger = get_run_logger()
-    logger.info("%s prices %s to %s: %s", dataset.name, start.date(), end.date(), report.summary())
-    for problem, found in (("no prices", report.not_found), ("stale prices", report.stale)):
-        if found:
-            logger.warning("Yahoo has %s for: %s", problem, ", ".join(found[:20]))
-    priced = tickers["yahoo"].notna() & ~tickers["yahoo"].isin(report.not_found)
-    if priced.sum() < signals.MIN_TICKERS:
-        if cache.is_per_round(dataset.name):  # the live universe: show where it got lost
-            coverage = _price_coverage(tickers, priced)
-            publish_coverage(node.name, coverage, _not_found(mapping, report))
-        raise InsufficientCoverage(
-            f"Only {priced.sum()} of the {len(tickers)} tickers of {dataset.name} have prices "
-            f"from Yahoo; Numerai needs at least {signals.MIN_TICKERS}. {report.summary()}. "
-            "Check the price source (NUMERAI_NODES_YAHOO_URL, the network) and the ticker map. "
-            "Nothing was trained or uploaded."
-        )
-    return Prices(
-        directory=settings.prices_dir,
-        report=report,
-        tickers=len(tickers),
-        priced=int(priced.sum()),
-        last_date=rows["date"].max().date(),
-    )
-
-
-def _not_found(mapping: pd.DataFrame, report: PriceReport) -> list[str]:
-    """The Numerai tickers whose Yahoo symbols got no prices at all."""
-    return mapping.loc[mapping["yahoo"].isin(report.not_found), "numerai_ticker"].tolist()
-
-
-def _price_coverage(tickers: pd.DataFrame, priced: pd.Series) -> signals.Coverage:
-    """Coverage of a live universe that stopped at the prices: nothing was predicted."""
-    mapped = tickers["yahoo"].notna()
-    return signals.Coverage(
-        universe=len(tickers),
-        mapped=int(mapped.sum()),
-        priced=int(priced.sum()),
-        predicted=0,
-        unmapped=tuple(sorted(tickers.loc[~mapped, "numerai_ticker"])),
-        unpriced=tuple(sorted(tickers.loc[mapped & ~priced, "numerai_ticker"])),
+    return fetch_prices(
+        node.name,
+        dataset,
+        tickers,
+        "numerai_ticker",
+        signals.price_range(rows["date"].unique()),
+        rows["date"].max().date(),
+        retries=node.price_retries,
+        minimum=signals.MIN_TICKERS,
     )
 
 
@@ -184,30 +122,21 @@ def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_
     start, end = signals.price_range(dates)
     prices = PriceCache(prices_dir).load(symbols.dropna().unique(), start, end)
     features = signals.compute_features(prices, dates)
-    out = _derived(node, dataset, f"features-{prices_dir.name}")
-    with files.atomic_path(out) as tmp:
-        features.to_parquet(tmp)
     get_run_logger().info(
         "Features for %s: %d rows over %d dates", dataset.name, len(features), len(dates)
     )
-    return out
-
-
-def _targets(dataset: Path, target: str) -> pd.DataFrame:
-    columns = pq.read_schema(dataset).names
-    if target not in columns:
-        known = ", ".join(c for c in columns if c.startswith("target"))
-        raise ConfigurationError(
-            f"{dataset.name} has no target '{target}'; choose one of: {known}."
-        )
-    return pd.read_parquet(dataset, columns=["numerai_ticker", "date", target])
+    out = derived_path(node.name, dataset, f"features-{prices_dir.name}")
+    return write_parquet(features, out, index=True)
 
 
 def _labelled(node: SignalsNode, dataset: Path, ticker_map: Path, prices_dir: Path):
     """The dataset's rows with their price features and target (the training-set join)."""
     features = pd.read_parquet(compute_features(node, dataset, ticker_map, prices_dir))
     frame = signals.build_training_set(
-        features, _targets(dataset, node.target), pd.read_parquet(ticker_map), node.target
+        features,
+        read_targets(dataset, "numerai_ticker", node.target),
+        pd.read_parquet(ticker_map),
+        node.target,
     )
     if frame.empty:
         raise InsufficientCoverage(
@@ -306,20 +235,15 @@ def predict_live(
     publishes the coverage, and stops below 100 predicted tickers."""
     universe = pd.read_parquet(live_path, columns=["numerai_ticker"])["numerai_ticker"]
     mapping = pd.read_parquet(ticker_map)
-    not_found = _not_found(mapping, prices.report)
-    try:
-        submission, coverage = signals.predict_live(
+    return live_predictions(
+        source,
+        node.name,
+        round_number,
+        not_found(mapping, prices.report, "numerai_ticker"),
+        lambda: signals.predict_live(
             model, pd.read_parquet(features), universe, mapping, prices.last_date
-        )
-    except signals.TooFewTickers as exc:
-        publish_coverage(node.name, exc.coverage, not_found)
-        raise InsufficientCoverage(f"{exc} Nothing was uploaded.") from None
-    publish_coverage(node.name, coverage, not_found)
-    get_run_logger().info("Coverage: %s", coverage.summary())
-    out = cache.predictions_path(source.data_dir, source.data_version, round_number, node.name)
-    with files.atomic_path(out) as tmp:  # another run of this node may write it too
-        submission.to_csv(tmp, index=False)
-    return out, coverage
+        ),
+    )
 
 
 @task(name="validate", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 from numerai_tools.submissions import (
+    CRYPTO_MIN_TICKERS,
     SIGNALS_MIN_TICKERS,
+    validate_submission_crypto,
     validate_submission_numerai,
     validate_submission_signals,
 )
@@ -56,36 +58,63 @@ def check_signals(submission: pd.DataFrame, universe: Iterable[str]) -> Predicti
     """Validate a Signals submission (numerai_ticker, signal) against the live universe, then
     with numerai-tools: values in (0, 1), no duplicates, at least SIGNALS_MIN_TICKERS tickers,
     and no ticker outside the universe (Numerai would silently drop it)."""
-    if list(submission.columns) != ["numerai_ticker", "signal"]:
+    return _check_universe(
+        submission, universe, "numerai_ticker", "tickers", SIGNALS_MIN_TICKERS, "Signals"
+    )
+
+
+def check_crypto(submission: pd.DataFrame, universe: Iterable[str]) -> PredictionSummary:
+    """Validate a Crypto submission (symbol, signal) against the live universe, then with
+    numerai-tools' `validate_submission_crypto`: the same rules, with CRYPTO_MIN_TICKERS
+    symbols."""
+    return _check_universe(submission, universe, "symbol", "symbols", CRYPTO_MIN_TICKERS, "Crypto")
+
+
+# numerai-tools' validator of each tournament: (universe, submission), raising AssertionError.
+_VALIDATORS: dict[str, Callable[[pd.DataFrame, pd.DataFrame], object]] = {
+    "Signals": validate_submission_signals,
+    "Crypto": validate_submission_crypto,
+}
+
+
+def _check_universe(
+    submission: pd.DataFrame,
+    universe: Iterable[str],
+    id_column: str,
+    what: str,
+    minimum: int,
+    tournament: str,
+) -> PredictionSummary:
+    if list(submission.columns) != [id_column, "signal"]:
         raise InvalidPredictions(
-            f"The Signals predictions have columns {list(submission.columns)}; expected "
-            "['numerai_ticker', 'signal']. Nothing was uploaded."
+            f"The {tournament} predictions have columns {list(submission.columns)}; expected "
+            f"['{id_column}', 'signal']. Nothing was uploaded."
         )
-    signal = submission.set_index("numerai_ticker")["signal"]
+    signal = submission.set_index(id_column)["signal"]
     live = pd.Index(pd.unique(pd.Series(list(universe), dtype="str")))
     _check_values(signal)
     duplicated = signal.index[signal.index.duplicated()]
     if len(duplicated):
         raise InvalidPredictions(
-            f"{len(duplicated)} tickers appear more than once ({_sample(duplicated)}). "
+            f"{len(duplicated)} {what} appear more than once ({_sample(duplicated)}). "
             "Nothing was uploaded."
         )
     outside = signal.index.difference(live)
     if len(outside):
         raise InvalidPredictions(
-            f"{len(outside)} tickers are not in this round's live universe "
-            f"({_sample(outside)}). Predict on this round's live.parquet. Nothing was uploaded."
+            f"{len(outside)} {what} are not in this round's live universe "
+            f"({_sample(outside)}). Predict on this round's live universe. Nothing was uploaded."
         )
-    if len(signal) < SIGNALS_MIN_TICKERS:
+    if len(signal) < minimum:
         raise InvalidPredictions(
-            f"Only {len(signal)} of the {len(live)} live tickers have a prediction; Numerai "
-            f"needs at least {SIGNALS_MIN_TICKERS}. Nothing was uploaded."
+            f"Only {len(signal)} of the {len(live)} live {what} have a prediction; Numerai "
+            f"needs at least {minimum}. Nothing was uploaded."
         )
     try:
         with warnings.catch_warnings():
             # numerai-tools' own pandas deprecation warnings are not ours to fix.
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"numerai_tools")
-            validate_submission_signals(pd.DataFrame({"numerai_ticker": live}), submission.copy())
+            _VALIDATORS[tournament](pd.DataFrame({id_column: live}), submission.copy())
     except AssertionError as exc:
         raise InvalidPredictions(f"numerai-tools rejected the predictions: {exc}") from None
     return PredictionSummary.of(signal, len(live))

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flows.tournaments import CLASSIC, SIGNALS
+from flows.tournaments import CLASSIC, CRYPTO, SIGNALS
 from sandbox.catalog import DatasetCatalog
 from sandbox.errors import SandboxError
 from sandbox.state import ModelRecord, RoundRecord, SandboxState, SubmissionRecord, iso
-from sandbox.submissions import CheckedPredictions, check_classic, check_signals
+from sandbox.submissions import CheckedPredictions, check_classic, check_crypto, check_signals
 
 
 @dataclass
@@ -156,6 +156,8 @@ class Backend:
             catalog = self.catalogs.get(SIGNALS)
             universe = catalog.live_ids(round_number) if catalog is not None else None
             return check_signals(data, universe)
+        if tournament == CRYPTO:
+            return check_crypto(data, self.catalog(CRYPTO).live_ids(round_number))
         return check_classic(data, self.catalog(tournament).live_ids(round_number), round_number)
 
 

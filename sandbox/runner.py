@@ -13,12 +13,13 @@ from types import TracebackType
 import uvicorn
 from starlette.routing import BaseRoute, Mount
 
-from flows.tournaments import CLASSIC, SIGNALS
+from flows.tournaments import CLASSIC, CRYPTO, SIGNALS
 from sandbox.backend import Backend
 from sandbox.catalog import DatasetCatalog, DirectoryCatalog
 from sandbox.chaos import Chaos
 from sandbox.classic_data import SyntheticClassic
 from sandbox.classic_spec import DATA_VERSION
+from sandbox.crypto_data import SyntheticCrypto
 from sandbox.defaults import DEFAULT_MODELS, DEFAULT_PUBLIC_ID, DEFAULT_SECRET_KEY
 from sandbox.server import create_app
 from sandbox.signals_data import SyntheticSignals
@@ -36,9 +37,9 @@ _STOP_TIMEOUT_S = 10.0
 class Sandbox:
     """A running local Numerai. Use as a context manager, or call `start()` and `stop()`.
 
-    It serves Classic and Signals datasets (synthetic Classic data as `data_version`, or the
-    real files of `data_dir`), and under `yahoo_url` a fake of Yahoo Finance with the daily
-    prices the Signals targets were made from.
+    It serves Classic, Signals and Crypto datasets (synthetic Classic data as `data_version`,
+    or the real files of `data_dir`), and under `yahoo_url` a fake of Yahoo Finance with the
+    daily prices the Signals and Crypto targets were made from (crypto symbols trade every day).
     """
 
     def __init__(
@@ -72,7 +73,8 @@ class Sandbox:
             else SyntheticClassic(self.root / "data", size=size, seed=seed, version=data_version)
         )
         self.signals = SyntheticSignals(self.root / "data", size=size, seed=seed)
-        yahoo = create_yahoo_app(self.signals.yahoo_symbols, seed)
+        self.crypto = SyntheticCrypto(self.root / "data", size=size, seed=seed)
+        yahoo = create_yahoo_app([*self.signals.yahoo_symbols, *self.crypto.yahoo_symbols], seed)
         self.yahoo: YahooFake = yahoo.state.yahoo
         self.state = SandboxState(
             public_id=public_id,
@@ -83,7 +85,8 @@ class Sandbox:
             chaos=chaos,
         )
         self.backend = Backend(
-            self.state, {CLASSIC: classic, SIGNALS: self.signals, **(catalogs or {})}
+            self.state,
+            {CLASSIC: classic, SIGNALS: self.signals, CRYPTO: self.crypto, **(catalogs or {})},
         )
         self.webhooks = WebhookDelivery(self.backend.data_version)
         self.state.webhook_sender = self.webhooks.send

@@ -1,10 +1,11 @@
 """Checking uploaded prediction CSVs the way Numerai does, with messages that name the problem.
 
-The rules are those of numerai-tools' `validate_submission_numerai` and
-`validate_submission_signals`, which encode what Numerai accepts; tests/thirdparty compares
-the two case by case. In short: the columns are an id column then a prediction column, in that
-order; rows whose id is not live are ignored; every live id has exactly one prediction (Signals:
-at least SIGNALS_MIN_TICKERS); the live predictions are numbers in [0, 1], not all equal.
+The rules are those of numerai-tools' `validate_submission_numerai`,
+`validate_submission_signals` and `validate_submission_crypto`, which encode what Numerai
+accepts; tests/thirdparty compares the first two case by case, tests/sandbox the third. In
+short: the columns are an id column then a prediction column, in that order; rows whose id is
+not live are ignored; every live id has exactly one prediction (Signals and Crypto: at least
+100 live tickers or symbols); the live predictions are numbers in [0, 1], not all equal.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ SIGNALS_DATE_COLUMNS = ("friday_date", "date")
 # Numerai maps the other kinds through its ticker map, which the sandbox does not have.
 SIGNALS_UNIVERSE_COLUMNS = ("numerai_ticker", "bloomberg_ticker")
 SIGNALS_MIN_TICKERS = 100  # Numerai rejects a Signals submission with fewer live tickers
+CRYPTO_ID_COLUMNS = ("symbol",)
+CRYPTO_PREDICTION_COLUMNS = ("prediction", "signal")
+CRYPTO_MIN_SYMBOLS = 100  # ... and a Crypto submission with fewer live symbols
 _EXAMPLES = 3
 
 
@@ -146,14 +150,40 @@ def check_signals(data: bytes, universe: Sequence[str] | None) -> CheckedPredict
             f"the live universe lists tickers as {' or '.join(SIGNALS_UNIVERSE_COLUMNS)}, "
             f"not {ticker_column}: name the tickers that way"
         )
+    return _check_universe(
+        frame, ticker_column, value_column, universe, "tickers", SIGNALS_MIN_TICKERS
+    )
+
+
+def check_crypto(data: bytes, universe: Sequence[str]) -> CheckedPredictions:
+    """`symbol` then `signal` (or `prediction`); at least CRYPTO_MIN_SYMBOLS live symbols, each
+    once; values in [0, 1]. Symbols outside the live universe are ignored, as Numerai does."""
+    frame = read_csv(data)
+    symbol_column, value_column = _check_headers(
+        frame, CRYPTO_ID_COLUMNS, CRYPTO_PREDICTION_COLUMNS, "Crypto"
+    )
+    return _check_universe(
+        frame, symbol_column, value_column, universe, "symbols", CRYPTO_MIN_SYMBOLS
+    )
+
+
+def _check_universe(
+    frame: pd.DataFrame,
+    id_column: str,
+    value_column: str,
+    universe: Sequence[str] | None,
+    what: str,
+    minimum: int,
+) -> CheckedPredictions:
+    """Signals and Crypto: at least `minimum` live ids, each once, with values in [0, 1]."""
     live = set(universe) if universe is not None else None
-    rows = _live_rows(frame, ticker_column, live, "tickers")
-    if live is not None and len(rows) < SIGNALS_MIN_TICKERS:
-        outside = [t for t in frame[ticker_column] if t not in live]
+    rows = _live_rows(frame, id_column, live, what)
+    if live is not None and len(rows) < minimum:
+        outside = [t for t in frame[id_column] if t not in live]
         raise SubmissionRejected(
-            f"only {len(rows)} of the {len(frame)} tickers are in the live universe of "
-            f"{len(live)} tickers; Numerai needs at least {SIGNALS_MIN_TICKERS} "
+            f"only {len(rows)} of the {len(frame)} {what} are in the live universe of "
+            f"{len(live)} {what}; Numerai needs at least {minimum} "
             f"(not in it: {_examples(outside) or 'none'})"
         )
-    _check_values(rows[value_column], rows[ticker_column], value_column)
-    return CheckedPredictions(len(frame), tuple(frame[ticker_column]))
+    _check_values(rows[value_column], rows[id_column], value_column)
+    return CheckedPredictions(len(frame), tuple(frame[id_column]))

@@ -1,4 +1,7 @@
-"""A fake of Yahoo Finance's chart API: deterministic daily prices, so yfinance runs unmodified."""
+"""A fake of Yahoo Finance's chart API: deterministic daily prices, so yfinance runs unmodified.
+
+Stocks trade on weekdays that are not holidays; crypto symbols (`BTC-USD`) trade every day, in UTC.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ _EXCHANGES = {
     ".AX": ("Australia/Sydney", "AUD"),
     ".TO": ("America/Toronto", "CAD"),
 }
+CRYPTO_SUFFIX = "-USD"  # Yahoo's crypto symbols: BTC-USD, ETH-USD; they trade every day, in UTC
 _RANGES = {"1d": 1, "5d": 7, "1mo": 31, "3mo": 92, "6mo": 183, "1y": 366, "2y": 731}
 _RANGES |= {"5y": 1827, "10y": 3653, "max": 100 * 366}
 _TREND_DAYS = 120  # trading days a trend shock lasts
@@ -47,6 +51,20 @@ def trading_days(
     closed = {pd.Timestamp(y, m, d) for y in range(start.year, end.year + 1) for m, d in HOLIDAYS}
     closed |= {pd.Timestamp(d) for d in holidays}
     return days[~days.isin(list(closed))]
+
+
+def is_crypto(symbol: str) -> bool:
+    """A Yahoo crypto symbol (`BTC-USD`): it trades every day of the week, holidays included."""
+    return symbol.upper().endswith(CRYPTO_SUFFIX)
+
+
+def market_days(
+    symbol: str, start: dt.date, end: dt.date, holidays: Iterable[dt.date] = ()
+) -> pd.DatetimeIndex:
+    """The days in [start, end] that symbol trades: every day for crypto, else trading_days."""
+    if is_crypto(symbol):
+        return pd.date_range(start, end, freq="D")
+    return trading_days(start, end, holidays)
 
 
 def daily_prices(symbol: str, seed: int, days: pd.DatetimeIndex) -> pd.DataFrame:
@@ -91,6 +109,8 @@ class YahooFake:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def exchange(self, symbol: str) -> tuple[str, str]:
+        if is_crypto(symbol):
+            return "UTC", "USD"
         suffix = symbol[symbol.rfind(".") :] if "." in symbol else ""
         return _EXCHANGES.get(suffix, ("America/New_York", "USD"))
 
@@ -128,9 +148,10 @@ def _bars(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """A symbol's bars through last_day and their epoch stamps, kept: clients ask for the same
     symbol many times, and the whole history is generated for every answer."""
-    bars = daily_prices(symbol, seed, trading_days(FIRST_DAY, last_day, holidays))
-    # Yahoo stamps a daily bar with the exchange's opening time, in epoch seconds.
-    stamps = (bars.index + pd.Timedelta(hours=9, minutes=30)).tz_localize(ZoneInfo(tz_name))
+    bars = daily_prices(symbol, seed, market_days(symbol, FIRST_DAY, last_day, holidays))
+    # Yahoo stamps a daily bar with the exchange's opening time (crypto: midnight UTC).
+    opening = pd.Timedelta(0) if is_crypto(symbol) else pd.Timedelta(hours=9, minutes=30)
+    stamps = (bars.index + opening).tz_localize(ZoneInfo(tz_name))
     return bars, stamps.as_unit("s").asi8
 
 
@@ -139,7 +160,7 @@ def _chart_body(symbol, tz_name, currency, bars, epoch) -> dict:
         "currency": currency,
         "symbol": symbol,
         "exchangeName": "FAKE",
-        "instrumentType": "EQUITY",
+        "instrumentType": "CRYPTOCURRENCY" if is_crypto(symbol) else "EQUITY",
         "exchangeTimezoneName": tz_name,
         "timezone": ZoneInfo(tz_name).tzname(dt.datetime.now()),
         "priceHint": 2,

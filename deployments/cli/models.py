@@ -45,7 +45,8 @@ def train(
 
     found = find_spec(read_fleet(), spec)
     if found.flow is not TOURNAMENT_FLOW:
-        raise fail(f"Spec {spec!r} is a Signals spec: Signals models train in the round for now.")
+        kind = found.flow.tournament.label.capitalize()
+        raise fail(f"Spec {spec!r} is a {kind} spec: {kind} models train in the round for now.")
     if deployment:
         name = f"{TRAINING_FLOW.flow_name}/{training_deployment(found.name)}"
         _run_deployment(name, force, timeout)

@@ -104,7 +104,7 @@ def test_a_node_declared_in_two_files_is_refused(tmp_path):
 def test_the_local_stack_takes_only_local_nodes():
     nodes = load_nodes(CATALOGUE)
     local = nodes_on_pool(nodes, "local")
-    assert {node.name for node in local} == {"tournament", "signals"}
+    assert {node.name for node in local} == {"tournament", "signals", "crypto"}
     assert {node.name for node in nodes} - {node.name for node in local} == {
         "tournament-aws",
         "tournament-gcp",
@@ -140,6 +140,7 @@ def test_a_node_flow_is_declared_once_and_the_flows_use_that_declaration(monkeyp
     tournaments = {node.name: node.tournament for node in load_nodes(CATALOGUE)}
     assert tournaments["tournament"].label == "classic"
     assert tournaments["signals"].label == "signals"
+    assert tournaments["crypto"].label == "crypto"
 
 
 def test_a_deployment_whose_entrypoint_is_no_node_flow_is_refused_by_name(tmp_path):

@@ -66,5 +66,5 @@ def test_doctor_with_the_stack_down_names_it_and_starts_no_server(stack_down, mo
     assert (
         "no Prefect server: the local stack is not running and PREFECT_API_URL is not set" in text
     )
-    assert "2 nodes over 2 specs, in step with prefect.yaml" in text
+    assert "3 nodes over 3 specs, in step with prefect.yaml" in text
     assert "temporary server" not in text.lower() and "Traceback" not in text

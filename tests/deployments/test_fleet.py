@@ -119,7 +119,9 @@ def test_each_model_takes_one_line(project):
         ("  zeta: {spec: small, size: gen-huge}\n", "Unknown size preset 'gen-huge'"),
         ("  Zeta: {spec: small}\n", "'Zeta' is no valid name"),
         ("  zeta: {spec: {model: models.tournament, targett: x}}\n", "no setting 'targett'"),
-        ("  zeta: {spec: {tournament: signals}, train: false}\n", "Signals models train in"),
+        ("  zeta: {spec: {tournament: signals}, train: false}\n", "a Signals node with `train"),
+        ("  zeta: {spec: {tournament: crypto}, train: false}\n", "a Crypto node with `train"),
+        ("  zeta: {spec: {tournament: crypto, score_validation: true}}\n", "'score_validation'"),
         ("  zeta: {spec: small, colour: blue}\n", "nodes.zeta.colour"),
     ],
 )
@@ -173,4 +175,4 @@ def test_the_shipped_fleet_gives_each_example_node_its_own_numerai_model(tmp_pat
     shutil.copy(ROOT / "nodes.yaml", tmp_path / "nodes.yaml")
     nodes = resolve(read_fleet(tmp_path / "nodes.yaml"))
     models = [node.numerai_model for node in nodes]
-    assert len(models) == len(set(models)) == 2
+    assert len(models) == len(set(models)) == 3
