@@ -14,13 +14,17 @@ from tests.integration.servers import free_port
 
 
 @contextlib.contextmanager
-def running_stack(project: Path, home: Path, indent: str = "") -> Iterator[StackInfo]:
-    """The local stack with the sandbox, up for the block and down after it."""
+def running_stack(
+    project: Path, home: Path, indent: str = "", warm_start: bool = True
+) -> Iterator[StackInfo]:
+    """The local stack with the sandbox, up for the block and down after it; `warm_start`
+    (NUMERAI_NODES_WARM_START) starts its flow runs from the zygote."""
     settings = StackSettings(
         home=home,
         prefect_port=free_port(),
         gateway_port=free_port(),
         sandbox_port=free_port(),
+        warm_start=warm_start,
         _env_file=None,
     )
     os.environ["PREFECT_UI_ENABLED"] = "false"

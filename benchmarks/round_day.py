@@ -1,13 +1,16 @@
 """Benchmark round day on the local stack: webhook → flow run created, webhook → submission.
 
     uv run python benchmarks/round_day.py [--rounds 20] [--fleet 10] [--fleet-rounds 5]
+                                          [--warm both|on|off]
 
 Brings a local stack up (Prefect server, process worker, gateway, tiny sandbox) in a temporary
 home, first with the project's catalogue (one node), then with a generated catalogue of
 `--fleet` tournament nodes. A warm-up round caches the model, so the figures are for a warm
 model. Each round the sandbox opens a round and calls every webhook at once; the figures come
 from the sandbox's delivery times, Prefect's flow-run creation times and the sandbox's
-submission times. Prints p50 and p95.
+submission times. Prints p50 and p95. `--warm both` measures each part twice, flow runs started
+cold (a fresh Python process each, NUMERAI_NODES_WARM_START=false) and warm (forked from the
+stack's zygote), and prints the figures side by side.
 """
 
 from __future__ import annotations
@@ -88,10 +91,12 @@ def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, fl
     return figures
 
 
-def _measure(label: str, project: Path, home: Path, nodes: int, rounds: int) -> None:
+def _measure(
+    label: str, project: Path, home: Path, nodes: int, rounds: int, warm: bool
+) -> dict[str, list[float]]:
     models = {f"model{i:02d}" for i in range(nodes)} if nodes > 1 else {"my_model"}
     print(f"{label}: {nodes} node(s), {rounds} rounds")
-    with running_stack(project, home, "  ") as info:
+    with running_stack(project, home, "  ", warm_start=warm) as info:
         _round(info, models)  # warm-up: trains and caches the model
         samples = []
         for i in range(rounds):
@@ -99,11 +104,26 @@ def _measure(label: str, project: Path, home: Path, nodes: int, rounds: int) -> 
             samples += figures
             slowest = max(s for _, s in figures)
             print(f"  round {i + 1}/{rounds}: slowest webhook → submission {slowest:.1f} s")
-    created = [c for c, _ in samples]
-    submitted = [s for _, s in samples]
+    measured = {
+        "flow run created": [c for c, _ in samples],
+        "submission": [s for _, s in samples],
+    }
     print(f"{label} ({len(samples)} runs):")
-    for name, values in (("flow run created", created), ("submission", submitted)):
+    for name, values in measured.items():
         print(f"  webhook → {name:<17} p50 {_p(values, 50):6.2f} s  p95 {_p(values, 95):6.2f} s")
+    return measured
+
+
+def _side_by_side(label: str, measured: dict[str, dict[str, list[float]]]) -> None:
+    """One table: each start mode's p50 and p95 per figure."""
+    print(f"{label}, side by side:")
+    print(f"  {'':<28}" + "".join(f"{mode + ' p50':>11}{mode + ' p95':>11}" for mode in measured))
+    for name in next(iter(measured.values())):
+        row = "".join(
+            f"{_p(figures[name], 50):10.2f}s{_p(figures[name], 95):10.2f}s"
+            for figures in measured.values()
+        )
+        print(f"  webhook → {name:<17}{row}")
 
 
 def _p(values: list[float], q: int) -> float:
@@ -141,11 +161,22 @@ def main(args: argparse.Namespace) -> None:
         os.chdir(fleet)
         _fresh_fleet(fleet, work / "fresh", args.fleet, args.timeout)
         return
-    os.chdir(ROOT)
-    _measure("one node", ROOT, work / "one", 1, args.rounds)
+    modes = {"both": ("cold", "warm"), "on": ("warm",), "off": ("cold",)}[args.warm]
     fleet = _catalogue(work / "fleet-project", args.fleet)
-    os.chdir(fleet)
-    _measure(f"{args.fleet} nodes at once", fleet, work / "fleet", args.fleet, args.fleet_rounds)
+    parts = (
+        ("one node", ROOT, 1, args.rounds),
+        (f"{args.fleet} nodes at once", fleet, args.fleet, args.fleet_rounds),
+    )
+    for label, project, nodes, rounds in parts:
+        if rounds <= 0:
+            continue
+        os.chdir(project)
+        measured = {}
+        for mode in modes:
+            home = work / f"{nodes}-{mode}"
+            warm = mode == "warm"
+            measured[mode] = _measure(f"{label}, {mode}", project, home, nodes, rounds, warm)
+        _side_by_side(label, measured)
 
 
 if __name__ == "__main__":
@@ -159,4 +190,10 @@ if __name__ == "__main__":
         help="Only the fleet's first round on an empty cache: nodes submitted, fetches per file.",
     )
     parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for a round.")
+    parser.add_argument(
+        "--warm",
+        choices=("both", "on", "off"),
+        default="both",
+        help="Start flow runs warm (the zygote), cold, or measure both side by side.",
+    )
     main(parser.parse_args())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from deployments import recovery
 from deployments.webhooks import prefect_api
 from infra.local.processes import tail
 from infra.local.state import StackError
-from infra.pools import upsert_pool
+from infra.pools import set_default, upsert_pool
 
 WORKER_NAME = "numerai-nodes-local"
 _LOG_TAIL_LINES = 20
@@ -36,10 +37,14 @@ def prefect_command() -> list[str]:
     return [sys.executable, "-m", "prefect"]
 
 
-def create_process_pool(api_url: str, name: str) -> None:
-    """Create (or refresh) the `process` work pool `name` from Prefect's own default template."""
+def create_process_pool(api_url: str, name: str, command: str | None = None) -> None:
+    """Create (or refresh) the `process` work pool `name` from Prefect's own default template;
+    `command` (the warm launcher) becomes its flow runs' default command."""
+    template = copy.deepcopy(ProcessWorker.get_default_base_job_template())
+    if command is not None:
+        set_default(template, "command", command)
     with prefect_api(api_url):
-        upsert_pool(name, "process", ProcessWorker.get_default_base_job_template())
+        upsert_pool(name, "process", template)
 
 
 def worker_online(api_url: str, pool: str, since: datetime) -> bool:

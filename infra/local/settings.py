@@ -28,6 +28,12 @@ class StackSettings(HomeSettings):
     worker_poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker asks for scheduled flow runs."
     )
+    warm_start: bool = Field(
+        True,
+        description="Start flow runs from a warm process that has Prefect and the node flows "
+        "imported (the stack's `zygote`): a run starts in milliseconds instead of seconds. "
+        "`false`: every run starts a fresh Python process, as Prefect's process worker does.",
+    )
     work_pool: str = Field(
         "local",
         description="The stack's own `process` work pool, served by its process `worker` (every "

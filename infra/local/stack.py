@@ -200,6 +200,9 @@ class LocalStack:
         started = time.monotonic()
         server_env = self._server_env(schedules=not sandbox)
         server = self._spawn("server", self._server_command(), server_env, self.ui_url)
+        # The zygote imports Prefect and the node flows while the server starts.
+        warm = workers.warm_socket(self.run_dir, self.settings.warm_start)
+        zygote = self._spawn_zygote(warm) if warm else None
         sandbox_process = None
         if sandbox:
             sandbox_process = self._spawn(
@@ -223,9 +226,10 @@ class LocalStack:
         plural = "s" if len(plan.pools) > 1 else ""
         with self.reporter.step(f"Creating the work pool{plural} {pools}"):
             for pool in plan.pools:
-                prefect_setup.create_process_pool(self.prefect_api_url, pool)
+                command = workers.launcher_command() if warm else None
+                prefect_setup.create_process_pool(self.prefect_api_url, pool, command)
         worker_started = datetime.now(UTC)
-        started_workers = self._spawn_workers(plan.pools, running_sandbox)
+        started_workers = self._spawn_workers(plan.pools, running_sandbox, warm)
         # `prefect deploy` runs while the workers and the gateway start.
         deploy = prefect_setup.start_deploy(
             plan.deploy_names, self.project_dir, self._env(), self._deploy_log
@@ -258,6 +262,8 @@ class LocalStack:
                 online = functools.partial(self._worker_online, pool, worker_started)
                 self._wait_until(f"worker of pool {pool!r}", worker, online)
             timings["worker"] = round(time.monotonic() - started, 1)
+            if zygote is not None and warm is not None:
+                self._wait_until("zygote", zygote, warm.exists)
             self._wait_until("gateway", gateway, self._gateway_healthy)
             timings["gateway"] = round(time.monotonic() - started, 1)
         with self.reporter.step("Registering the webhooks"):
@@ -342,11 +348,20 @@ class LocalStack:
                     f"pick another port with {setting} (`up --{key}-port`)."
                 )
 
+    def _spawn_zygote(self, socket: Path) -> ProcessRecord:
+        """The supervised warm parent of the flow runs (infra/local/zygote.py)."""
+        socket.unlink(missing_ok=True)  # a stale one would look ready
+        command = supervised(workers.ZYGOTE, workers.zygote_command(socket))
+        # The workers' Prefect settings, so that a child need not read its own again; and a
+        # working directory without the project's settings files, as a worker's flow run has.
+        env = self._env(workers.settings_env(self.settings.worker_poll_seconds, socket))
+        return self._spawn(workers.ZYGOTE, command, env, None, cwd=self.run_dir)
+
     def _spawn_workers(
-        self, pools: list[str], sandbox: SandboxReady | None
+        self, pools: list[str], sandbox: SandboxReady | None, socket: Path | None
     ) -> dict[str, ProcessRecord]:
         """A supervised process worker per pool, each pointed at the sandbox when it runs."""
-        settings = workers.settings_env(self.settings.worker_poll_seconds)
+        settings = workers.settings_env(self.settings.worker_poll_seconds, socket)
         env = self._env({**settings, **(sandbox_env(sandbox) if sandbox else {})})
         started = {}
         for pool in pools:
@@ -355,10 +370,15 @@ class LocalStack:
         return started
 
     def _spawn(
-        self, name: str, command: list[str], env: Mapping[str, str], url: str | None
+        self,
+        name: str,
+        command: list[str],
+        env: Mapping[str, str],
+        url: str | None,
+        cwd: Path | None = None,
     ) -> ProcessRecord:
         log = self.logs_dir / f"{name}.log"
-        process = spawn(name, command, env, url, log, self.project_dir)
+        process = spawn(name, command, env, url, log, cwd or self.project_dir)
         self._state["processes"][name] = asdict(process)
         self._write()
         return process

@@ -168,7 +168,8 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
 def test_up_serves_every_process_pool_with_a_worker_of_its_own(fleet):
     info = fleet.stack.info()
     assert info is not None and info.work_pools == ["local", "predict", "train"]
-    expected = ("server", "sandbox", "worker", "worker-predict", "worker-train", "gateway")
+    expected = ("server", "sandbox", "zygote", "worker", "worker-predict", "worker-train",
+                "gateway")  # fmt: skip
     assert {p.name: p.alive for p in info.processes} == dict.fromkeys(expected, True)
     for pool in info.work_pools:
         assert fleet.get(f"work_pools/{pool}")["type"] == "process"

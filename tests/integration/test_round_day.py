@@ -76,6 +76,7 @@ def test_up_starts_server_sandbox_worker_and_gateway(stack):
         "server": True,
         "sandbox": True,
         "worker": True,
+        "zygote": True,
         "gateway": True,
     }
     assert status["ui_url"] == f"http://127.0.0.1:{stack.ports['prefect']}"
@@ -96,7 +97,8 @@ def test_stack_json_and_output_hold_no_secrets(stack):
 
 def test_the_local_deployments_the_pool_and_the_worker_exist(stack):
     deployments = stack.api("deployments/filter").json()
-    assert sorted(d["name"] for d in deployments) == ["signals", "tournament", "train-example"]
+    names = sorted(d["name"] for d in deployments)
+    assert names == ["crypto", "signals", "tournament", "train-example"]
     assert {d["work_pool_name"] for d in deployments} == {"local"}
     pool = httpx.get(stack.url("prefect", "api/work_pools/local"), timeout=10).json()
     assert pool["type"] == "process"
@@ -231,7 +233,7 @@ def test_round_opens_a_round_and_every_node_submits_through_its_webhook(stack):
     result = stack.cli("round", "--json", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads(result.stdout[result.stdout.index("[") :])
-    assert sorted(row["node"] for row in rows) == ["signals", "tournament"]
+    assert sorted(row["node"] for row in rows) == ["crypto", "signals", "tournament"]
     for row in rows:
         assert row["submission_id"] and row["trigger_id"], row
         assert row["webhook_to_start_s"] is not None and row["run_s"] is not None
@@ -285,7 +287,7 @@ def test_the_stack_keeps_its_state_in_postgresql(stack):
     status = json.loads(stack.cli("status", "--json").stdout)
     assert status["database"] == "postgresql"
     names = sorted(d["name"] for d in stack.api("deployments/filter").json())
-    assert names == ["signals", "tournament", "train-example"]  # the local nodes and trainings
+    assert names == ["crypto", "signals", "tournament", "train-example"]  # local nodes, trainings
     stored = stack.database.query("select name from deployment order by name")
     assert stored.split() == names
     assert not list(stack.home.rglob("*.db")), "the server wrote a SQLite file"
@@ -339,7 +341,7 @@ def test_prefect_deploy_all_works_on_a_fresh_local_stack(stack):
     pause_schedules(stack.stack.prefect_api_url, nodes_on_pool(load_nodes(), "local"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = sorted(d["name"] for d in stack.api("deployments/filter").json())
-    assert names == ["round-watchdog", "signals", "tournament", "train-example"]
+    assert names == ["crypto", "round-watchdog", "signals", "tournament", "train-example"]
 
 
 def test_doctor_reports_a_missing_deployment(stack):
@@ -376,12 +378,12 @@ def test_webhook_token_shows_a_token_only_when_created(stack):
 
 def test_down_stops_everything_and_a_second_down_is_harmless(stack):
     processes = stack.stack.status()
-    assert len(processes) == 4
+    assert len(processes) == 5
 
     result = runner.invoke(app, ["down"])
 
     assert result.exit_code == 0, result.output
-    assert "Stopped the local stack (worker, gateway, sandbox, server)" in _text(result)
+    assert "Stopped the local stack (worker, zygote, gateway, sandbox, server)" in _text(result)
     for process in processes:
         assert not _running(process.pid), process
     assert not stack.stack.stack_file.exists()

@@ -10,7 +10,9 @@ import yaml
 
 from deployments.catalogue import CatalogueError
 from infra.local import workers
+from infra.local.launcher import SOCKET_ENV
 from infra.local.plan import Training, local_plan
+from infra.local.settings import StackSettings
 from tests.integration.local_stack import PROJECT, fleet_declarations, fleet_project
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -22,7 +24,7 @@ SPECS: dict[str, dict[str, Any]] = {
 def test_the_repository_runs_on_the_stacks_own_pool() -> None:
     plan = local_plan(PROJECT, "local")
     assert plan.pools == ["local"]
-    assert sorted(node.name for node in plan.nodes) == ["signals", "tournament"]
+    assert sorted(node.name for node in plan.nodes) == ["crypto", "signals", "tournament"]
     assert plan.trainings == [Training("train-example", "local")]
 
 
@@ -78,7 +80,25 @@ def test_a_catalogue_with_no_local_node_is_refused(tmp_path: Path) -> None:
 def test_each_pool_has_its_worker_and_down_stops_the_workers_first() -> None:
     assert workers.process_name("local", "local") == "worker"
     assert workers.process_name("train", "local") == "worker-train"
-    started = ["server", "sandbox", "worker", "worker-predict", "gateway", "worker-train", "x"]
+    started = ["server", "zygote", "sandbox", "worker", "worker-predict", "gateway",
+               "worker-train", "x"]  # fmt: skip
+    # The zygote after the workers (their runs are its children), before the rest.
     assert workers.stop_order(started) == [
-        "worker", "worker-predict", "worker-train", "gateway", "sandbox", "server", "x"
+        "worker", "worker-predict", "worker-train", "zygote", "gateway", "sandbox", "server", "x"
     ]  # fmt: skip
+
+
+def test_flow_runs_start_warm_unless_turned_off_or_the_socket_path_is_too_long(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NUMERAI_NODES_WARM_START", raising=False)
+    assert StackSettings(home=tmp_path, _env_file=None).warm_start is True
+    monkeypatch.setenv("NUMERAI_NODES_WARM_START", "false")
+    assert StackSettings(home=tmp_path, _env_file=None).warm_start is False
+    assert workers.warm_socket(tmp_path, True) == tmp_path / workers.ZYGOTE_SOCKET
+    assert workers.warm_socket(tmp_path, False) is None
+    assert workers.warm_socket(tmp_path / ("d" * 120), True) is None  # past sockaddr_un
+    socket = tmp_path / workers.ZYGOTE_SOCKET
+    assert workers.settings_env(1.0, socket)[SOCKET_ENV] == str(socket)
+    assert SOCKET_ENV not in workers.settings_env(1.0, None)
+    assert workers.launcher_command().endswith("-m infra.local.launcher")
