@@ -7,7 +7,8 @@ Needs podman (the container tests' recipe: tests/integration/podman.py). Prints,
    of a node flow run against a loopback sandbox and Prefect server, to the flow's first log line;
 2. training memory in the image: sandbox-shaped Classic data at growing row counts, each trained by
    `models.tournament.train` in a fresh container without a limit; the peak RSS (ru_maxrss) of
-   each gives the line  peak = node baseline + k x int8 feature bytes;
+   each gives  peak = max(floor, base + k x int8 feature bytes), the line through the two
+   largest (flows/memory.py and models/footprint.py keep these figures);
 3. the line checked against the kernel: the largest file trains under a memory limit 25 % above
    what the line says it needs, and is killed (exit 137) under one 25 % below;
 4. per size preset, the largest training set its memory holds by that line (rows of Numerai's
@@ -171,19 +172,17 @@ def main(args: argparse.Namespace) -> None:
         print(f"{rows:>9,} {args.features:>8} {int8 / _MIB:>9.0f} {result['peak'] / _MIB:>9.0f} "
               f"{ratio:>18.2f} {result['seconds']:>6.1f}")  # fmt: skip
 
-    # The line through the measurements (least squares), against the node's baseline.
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mean_x) ** 2 for x in xs
-    )
-    intercept = mean_y - slope * mean_x
-    print(f"\nline: peak = {intercept / _MIB:.0f} MiB + {slope:.2f} x int8 bytes "
-          f"(node baseline {baseline / _MIB:.0f} MiB)")  # fmt: skip
+    # Below a floor (the process, the bin sample, LightGBM's buffers) the peak hardly moves;
+    # above it, it grows with the binned data: the line through the two largest trainings.
+    (x1, y1, _), (x2, y2, _) = points[-2:]
+    slope = (y2 - y1) / (x2 - x1)
+    intercept = y1 - slope * x1
+    floor = points[0][1]
+    print(f"\nline: peak = max({floor / _MIB:.0f} MiB, {intercept / _MIB:.0f} MiB + "
+          f"{slope:.2f} x int8 bytes) (node baseline {baseline / _MIB:.0f} MiB)")  # fmt: skip
 
     largest, _, path = points[-1]
-    need_mib = int((max(intercept, baseline) + slope * largest) / _MIB)
+    need_mib = int(max(floor, intercept + slope * largest) / _MIB)
     above = int(need_mib * 1.25)
     below = int(need_mib * 0.75)
     code_above, _ = _container(
@@ -209,7 +208,7 @@ def main(args: argparse.Namespace) -> None:
     )
     for name in preset_names():
         _, memory = machine(name, ECS)
-        room = memory * _MIB - max(intercept, baseline)
+        room = memory * _MIB - intercept
         cells = [f"{max(0, room / slope / n):>14,.0f}" for n in FEATURE_SETS.values()]
         print(f"{name:<8} {memory:>11} " + " ".join(cells))
 

@@ -2,10 +2,12 @@
 
 A container that runs out of memory is killed without a word (exit 137), and a crashed run is
 started again until its round closes. So before training, the node compares what the model needs
-(a model module's measured `TRAIN_BYTES_PER_VALUE` per int8 feature value, above the node
-process's own `NODE_BASELINE_MIB`) with the memory this process may use: the container's cgroup
-limit, or the machine's RAM. A training that cannot fit fails at once, naming the size preset and
-the fix. The figures come from `benchmarks/container_sizes.py`; `numerai-nodes sizes` uses them.
+with the memory this process may use (the container's cgroup limit, or the machine's RAM), and a
+training that cannot fit fails at once, naming the size preset and the fix.
+
+What the model needs: above a floor, the node process's baseline plus the model module's measured
+`TRAIN_BYTES_PER_VALUE` per int8 feature value. The figures come from
+`benchmarks/container_sizes.py` (training in the node image); `numerai-nodes sizes` uses them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import psutil
 
 from flows.errors import NotEnoughMemory
 
-# A node process after importing its flow (Prefect, LightGBM, pandas, pyarrow), and the room the
-# training step needs beside the binned data (its bin sample, LightGBM's histograms, a row
-# group), measured in the node image by benchmarks/container_sizes.py.
-NODE_BASELINE_MIB = 372
+# The line's intercept: a node process after importing its flow (Prefect, LightGBM, pandas,
+# pyarrow). The floor: the least a training peaks at, whatever its size (the bin sample,
+# LightGBM's buffers, a row group). Both measured in the node image.
+NODE_BASELINE_MIB = 252
+TRAINING_FLOOR_MIB = 372
 _MIB = 2**20
 # cgroup v2, then v1: the container's memory limit; an unlimited group reports a huge number.
 _CGROUP_LIMITS = (
@@ -32,7 +35,8 @@ SIZE_TAG_PREFIX = "size:"
 
 def training_mib(rows: int, features: int, bytes_per_value: float) -> int:
     """MiB a node process peaks at when training on `rows` x `features` int8 values."""
-    return NODE_BASELINE_MIB + math.ceil(rows * features * bytes_per_value / _MIB)
+    grown = NODE_BASELINE_MIB + math.ceil(rows * features * bytes_per_value / _MIB)
+    return max(TRAINING_FLOOR_MIB, grown)
 
 
 def memory_limit_mib() -> int:

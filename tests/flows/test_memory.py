@@ -7,6 +7,7 @@ import pytest
 from flows.errors import NodeError, NotEnoughMemory
 from flows.memory import (
     NODE_BASELINE_MIB,
+    TRAINING_FLOOR_MIB,
     check_training_memory,
     memory_limit_mib,
     size_from_tags,
@@ -16,11 +17,11 @@ from models import tournament
 from models.footprint import TRAIN_BYTES_PER_VALUE
 
 
-def test_the_need_grows_with_the_int8_bytes_above_the_node_baseline():
-    assert training_mib(0, 500, 1.0) == NODE_BASELINE_MIB
-    # 2**20 rows x 100 features at 1 byte per value: 100 MiB above the baseline.
-    assert training_mib(2**20, 100, 1.0) == NODE_BASELINE_MIB + 100
-    assert training_mib(2**20, 100, 0.5) == NODE_BASELINE_MIB + 50
+def test_the_need_grows_with_the_int8_bytes_above_the_node_baseline_past_a_floor():
+    assert training_mib(0, 500, 1.0) == TRAINING_FLOOR_MIB
+    # 2**20 rows x 1,000 features at 1 byte per value: 1,000 MiB above the baseline.
+    assert training_mib(2**20, 1000, 1.0) == NODE_BASELINE_MIB + 1000
+    assert training_mib(2**20, 1000, 0.5) == NODE_BASELINE_MIB + 500
 
 
 def test_a_training_that_cannot_fit_is_refused_naming_the_preset_and_the_fix():
