@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deployments.events import EVENT_NAME, node_resource_id
 from deployments.presets import job_variables, known_preset
+from flows.command import CommandSpec
 from flows.entrypoints import (
     CRYPTO_FLOW,
     SIGNALS_FLOW,
@@ -250,7 +251,10 @@ def _spec(fleet: Fleet, name: str, chain: list[str]) -> Spec:
     parent = fields.pop("extends", None)
     if parent is not None:
         base = _spec(fleet, _known_parent(fleet, parent, name), [*chain, name])
-        fields = _merged(base.settings | {"tournament": base.flow.tournament.label}, fields)
+        inherited = base.settings | {"tournament": base.flow.tournament.label}
+        if "command" in fields or "model" in fields:  # the child's model replaces the parent's
+            inherited = {k: v for k, v in inherited.items() if k not in ("command", "model")}
+        fields = _merged(inherited, fields)
         if "training" not in fields and base.training != fleet.defaults.training:
             fields["training"] = base.training.model_dump(exclude_unset=True)
     return _resolved_spec(fleet, name, fields)
@@ -282,6 +286,8 @@ def _resolved_spec(fleet: Fleet, name: str, fields: dict[str, Any]) -> Spec:
         checked_training = Training.model_validate(training)
     except ValidationError as exc:
         raise FleetError(f"Spec '{name}' has a training section that cannot work: {exc}") from None
+    if "command" in fields:
+        _check_command(name, flow, fields)
     allowed = node_fields(flow)
     unknown = sorted(set(fields) - allowed)
     if unknown:
@@ -292,11 +298,33 @@ def _resolved_spec(fleet: Fleet, name: str, fields: dict[str, Any]) -> Spec:
     return Spec(name=name, flow=flow, settings=fields, training=checked_training)
 
 
+def _check_command(name: str, flow: NodeFlow, fields: dict[str, Any]) -> None:
+    """A command model: Classic only, instead of `model:`, with a command spec that can work."""
+    if flow is not TOURNAMENT_FLOW:
+        raise FleetError(
+            f"Spec '{name}' is a {flow.tournament.label} spec with a `command:`: command "
+            "models are built for Classic specs only, for now."
+        )
+    if "model" in fields:
+        raise FleetError(
+            f"Spec '{name}' gives both `model:` and `command:`: its model is a Python module "
+            "or a program, not both. Keep one."
+        )
+    try:
+        CommandSpec.model_validate(fields["command"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'command'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise FleetError(f"Spec '{name}' has a command that cannot work: {problems}") from None
+
+
 def node_fields(flow: NodeFlow) -> set[str]:
     """The settings a spec may set for a node of `flow` (the node's settings, less its identity)."""
     shared = {"params", "data_version", "target", "score_validation", "upload"}
     if flow is TOURNAMENT_FLOW:
-        return shared | {"model", "feature_set"}
+        return shared | {"model", "command", "feature_set"}
     if flow is CRYPTO_FLOW:  # Numerai Crypto has no validation data to score
         return (shared - {"score_validation"}) | {"symbol_overrides", "price_retries"}
     return shared | {"ticker_overrides", "price_retries"}
@@ -327,7 +355,7 @@ def node_parameters(node: ResolvedNode) -> dict[str, Any]:
 
 def spec_parameters(spec: Spec) -> dict[str, Any]:
     """The training flow's `spec` parameter."""
-    fields = ("model", "params", "data_version", "feature_set", "target")
+    fields = ("model", "command", "params", "data_version", "feature_set", "target")
     return {"name": spec.name} | {k: v for k, v in spec.settings.items() if k in fields}
 
 

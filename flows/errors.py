@@ -92,6 +92,16 @@ class UploadRejected(NodeError):
         self.transient = transient
 
 
+class CommandFailed(NodeError, RuntimeError):
+    """A command model's train or predict command failed: the message names the command, its
+    exit code and the last lines of its stderr."""
+
+
+class CommandTimedOut(CommandFailed):
+    """A command model's command ran past its timeout and was stopped, with its processes.
+    (Not a TimeoutError: that is an OSError, which readers of cached files take for damage.)"""
+
+
 class InvalidPredictions(NodeError, ValueError):
     """The predictions failed validation; nothing was uploaded."""
 

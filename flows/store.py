@@ -16,12 +16,17 @@ Where it lives:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
+import shutil
+import tarfile
+import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from prefect.results import resolve_result_storage
 from pydantic import BaseModel, Field
@@ -55,6 +60,10 @@ class ModelRecord(BaseModel):
     trained_by: str = Field(description="The flow run that trained it.")
     size_bytes: int
     validation: EraScores | None = Field(None, repr=False)
+    artifact: Literal["pickle", "directory"] = Field(
+        "pickle",
+        description="A pickled Python model, or a command model's directory (stored as a tar).",
+    )
 
     @property
     def validation_corr(self) -> float | None:
@@ -129,9 +138,13 @@ def _not_found(exc: Exception) -> bool:
 class ModelStore:
     """Trained models and their records, in one storage."""
 
-    def __init__(self, storage: _Storage, lock_dir: Path | None = None):
+    def __init__(
+        self, storage: _Storage, lock_dir: Path | None = None, unpack_dir: Path | None = None
+    ):
         self._storage = storage
         self._lock_dir = lock_dir
+        # Where directory models are unpacked to be read (one copy per key and machine).
+        self._unpack_dir = unpack_dir or Path(tempfile.gettempdir()) / "numerai-nodes-models"
 
     @property
     def where(self) -> str:
@@ -158,21 +171,48 @@ class ModelStore:
         return None
 
     def load(self, record: ModelRecord) -> Any:
-        """The model a record names."""
-        data = self._storage.read(f"{record.key}.pkl")
+        """The model a record names; a directory model's is the path of its unpacked copy."""
+        if record.artifact == "directory" and (self._unpack_dir / record.key).is_dir():
+            return self._unpack_dir / record.key
+        data = self._storage.read(_file_of(record))
         if data is None:
             raise ConfigurationError(
                 f"The model store at {self.where} lists the model {record.key} of "
                 f"{record.family} but holds no model file for it; train it again "
                 f"(`numerai-nodes train {record.family} --force`)."
             )
+        if record.artifact == "directory":
+            return self._unpacked(record.key, data)
         return pickle.loads(data)
 
     def save(self, record: ModelRecord, model: Any, data: bytes | None = None) -> ModelRecord:
-        """Store `model`, then its record (so a record always names a whole model)."""
-        data = data if data is not None else pickle.dumps(model)
-        self._storage.write(f"{record.key}.pkl", data)
+        """Store `model`, then its record (so a record always names a whole model). A directory
+        model (a Path) is stored as a tar, and the directory moves to its unpacked copy."""
+        if data is None:
+            data = pack(model) if record.artifact == "directory" else pickle.dumps(model)
+        self._storage.write(_file_of(record), data)
+        if record.artifact == "directory":
+            self._keep(Path(model), self._unpack_dir / record.key)
         return self.save_record(record)
+
+    def _unpacked(self, key: str, data: bytes) -> Path:
+        self._unpack_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._unpack_dir / f".{key}-{uuid.uuid4().hex[:8]}"
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            archive.extractall(tmp, filter="data")  # no paths out of the directory
+        self._keep(tmp, self._unpack_dir / key)
+        return self._unpack_dir / key
+
+    @staticmethod
+    def _keep(directory: Path, dest: Path) -> None:
+        """Move `directory` to `dest`, unless another run put a copy there first."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.rename(dest)
+        except OSError:  # dest exists already (another run's copy), or another file system
+            if not dest.is_dir():
+                shutil.copytree(directory, dest, dirs_exist_ok=True)
+            shutil.rmtree(directory, ignore_errors=True)
 
     def save_record(self, record: ModelRecord) -> ModelRecord:
         """Write a stored model's record (again: e.g. with its validation scores added)."""
@@ -191,12 +231,25 @@ class ModelStore:
             yield
 
 
+def pack(directory: Path) -> bytes:
+    """A directory model as one file: a gzipped tar of its contents."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname=".")
+    return buffer.getvalue()
+
+
+def _file_of(record: ModelRecord) -> str:
+    return f"{record.key}.tar.gz" if record.artifact == "directory" else f"{record.key}.pkl"
+
+
 def model_store() -> ModelStore:
     """The store of this process: the pool's result storage block if it has one, else files."""
     slug = os.environ.get(STORAGE_BLOCK_ENV)
+    settings = load_settings()
+    unpack_dir = settings.home / "models" / "unpacked"
     if slug:
         block = resolve_result_storage(slug)
-        return ModelStore(_BlockStorage(block, slug))
-    settings = load_settings()
+        return ModelStore(_BlockStorage(block, slug), unpack_dir=unpack_dir)
     root = settings.home / "models" / source_label(settings.api_url)
-    return ModelStore(_LocalStorage(root), lock_dir=root / "locks")
+    return ModelStore(_LocalStorage(root), lock_dir=root / "locks", unpack_dir=unpack_dir)

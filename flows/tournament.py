@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 
 from flows import cache, files
 from flows.announce import node_run
+from flows.command import CommandSpec, predict_command
 from flows.entrypoints import TOURNAMENT_FLOW
-from flows.errors import InvalidPredictions, ModelNotReady
+from flows.errors import ConfigurationError, InvalidPredictions, ModelNotReady
 from flows.node import (
     DataSource,
     NodeSettings,
@@ -23,6 +24,7 @@ from flows.node import (
     run_name,
     submit_predictions,
 )
+from flows.numerai import RoundInfo
 from flows.report import publish_report
 from flows.round_start import round_start
 from flows.spec import model_module
@@ -59,12 +61,23 @@ class TournamentNode(NodeSettings):
         "predict with the family's last good model (a stale-model alert), or fail at once "
         "naming the training command when there is none.",
     )
+    command: CommandSpec | None = Field(
+        None,
+        description='A command model: the program that trains and predicts (README, "Bring '
+        'any program"), instead of `model`.',
+    )
 
     def model_spec(self) -> ClassicSpec:
         """The spec this node predicts with."""
+        if self.command is not None and "model" in self.model_fields_set:
+            raise ConfigurationError(
+                f"Node '{self.name}' gives both `model` and `command`: a node's model is a "
+                "Python module or a program, not both."
+            )
         return ClassicSpec(
             name=self.spec or self.name,
             model=self.model,
+            command=self.command,
             params=self.params,
             data_version=self.data_version,
             feature_set=self.feature_set,
@@ -137,7 +150,7 @@ def find_model(
 
 @task(name="load-model", cache_policy=NO_CACHE, persist_result=False, on_failure=[note_failed_step])
 def load_model(store: ModelStore, record: ModelRecord):
-    """Read a trained model from the model store."""
+    """Read a trained model from the model store (a command model's: unpack its directory)."""
     model = store.load(record)
     get_run_logger().info(
         "Loaded %s of %s (%.1f MB)", record.key, record.family, record.size_bytes / 1e6
@@ -179,6 +192,37 @@ def validate_predictions(predictions_path: Path, live_path: Path) -> PredictionS
         "Predictions valid: %d rows, mean %.4f, std %.4f", checked.rows, checked.mean, checked.std
     )
     return checked
+
+
+def _predict(
+    source: DataSource,
+    node: TournamentNode,
+    spec: ClassicSpec,
+    record: ModelRecord,
+    model,
+    live_path: Path,
+    current: RoundInfo,
+) -> Path:
+    """The predictions file: from the model module, or from the command model's program."""
+    if spec.command is None:
+        return predict_live(source, node, model, record.features, live_path, current.number)
+    if record.artifact != "directory":
+        raise ConfigurationError(
+            f"The model of {spec.name} found in the model store ({record.key}) is a Python "
+            f"model, not a command model's directory: train the spec (`numerai-nodes train "
+            f"{spec.name}`). Nothing was uploaded."
+        )
+    return predict_command(
+        source,
+        spec.command,
+        node.name,
+        spec.feature_set,
+        spec.target,
+        dict(spec.params),
+        model,
+        live_path,
+        current.number,
+    )
 
 
 @flow(name=TOURNAMENT_FLOW.flow_name, flow_run_name=run_name, log_prints=True)
@@ -223,15 +267,13 @@ def tournament_node(
             else:
                 record, model = choice.record, load_model(store, choice.record)
             live_path = download_dataset(source, "live.parquet", current.number)
-            predictions_path = predict_live(
-                source, node, model, record.features, live_path, current.number
-            )
+            predictions_path = _predict(source, node, spec, record, model, live_path, current)
             checked = validate_predictions(predictions_path, live_path)
             outcome = run.submitted(submit_predictions(source, who, predictions_path))
         if choice.kind == "stale":  # after the submission: the alert says it was made
             run.stale_model(spec.name, choice.key, record.key, record.data_version)
         scores = record.validation if node.score_validation else None
-        if node.score_validation and scores is None:
+        if node.score_validation and scores is None and spec.command is None:
             scores = score_validation(source, spec, record.features, model)
             store.save_record(record.model_copy(update={"validation": scores}))
         publish_report(

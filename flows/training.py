@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shlex
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -22,9 +23,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from flows import cache, events
+from flows.command import CommandSpec, train_command
 from flows.entrypoints import TRAINING_FLOW
 from flows.memory import check_training_memory, size_from_tags
 from flows.node import DataSource, code_digest, download_dataset, spec_key
@@ -32,9 +34,11 @@ from flows.report import EraScores, score_eras
 from flows.settings import load_settings, source_label
 from flows.spec import check_choice, check_params, model_module
 from flows.steps import note_failed_step
-from flows.store import ModelRecord, ModelStore, model_store
+from flows.store import ModelRecord, ModelStore, model_store, pack
 from flows.tournaments import CLASSIC
 from models.frames import read_columns
+
+_DEFAULT_MODEL = "models.tournament"
 
 
 class ClassicSpec(BaseModel):
@@ -42,7 +46,7 @@ class ClassicSpec(BaseModel):
 
     name: str = Field(description="The spec's family name (its name in nodes.yaml).")
     model: str = Field(
-        "models.tournament", description="Python module with train(), predict() and DEFAULT_PARAMS."
+        _DEFAULT_MODEL, description="Python module with train(), predict() and DEFAULT_PARAMS."
     )
     params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Overrides of the model module's DEFAULT_PARAMS."
@@ -52,16 +56,42 @@ class ClassicSpec(BaseModel):
     )
     feature_set: str = Field("small", description="A feature set from features.json.")
     target: str = Field("target", description="The target column to train on.")
+    command: CommandSpec | None = Field(
+        None, description="A command model: the program that trains and predicts, not `model`."
+    )
+
+    @model_validator(mode="after")
+    def _model_or_command(self) -> ClassicSpec:
+        if self.command is not None and self.model != _DEFAULT_MODEL:
+            raise ValueError(f"spec '{self.name}' gives both `model:` and `command:`; keep one")
+        return self
 
     def checked(self) -> ClassicSpec:
-        """The spec with its parameters checked against the model module (fails in seconds)."""
+        """The spec with its parameters checked against the model module, or its command's
+        files found (fails in seconds)."""
+        if self.command is not None:
+            self.command.identity()
+            return self
         return self.model_copy(
             update={"params": check_params(model_module(self.model), self.params)}
         )
 
 
 def model_key(spec: ClassicSpec, source: DataSource) -> str:
-    """The model's key: spec, parameters, data, feature set, target, project code, LightGBM."""
+    """The model's key: spec, parameters, data, feature set, target, project code, LightGBM; for
+    a command model, its command lines and files (or version) instead of code and LightGBM."""
+    if spec.command is not None:
+        return spec_key(
+            "model",
+            {
+                "command": spec.command.identity(),
+                "params": spec.params,
+                "source": source_label(source.api_url),
+                "data_version": source.data_version,
+                "feature_set": spec.feature_set,
+                "target": spec.target,
+            },
+        )
     module = model_module(spec.model)
     return spec_key(
         "model",
@@ -156,20 +186,32 @@ def store_model(
     model,
     scores: EraScores | None,
 ) -> ModelRecord:
-    """Write the model and its record into the model store."""
-    data = pickle.dumps(model)
+    """Write the model (a command model's: its directory) and its record into the model store."""
+    if spec.command is not None:
+        data = pack(model)
+        made = {
+            "model": f"command: {shlex.join(spec.command.train)}",
+            "code": spec.command.version or spec_key("files", spec.command.identity()),
+            "libraries": {},
+            "artifact": "directory",
+        }
+    else:
+        data = pickle.dumps(model)
+        made = {
+            "model": spec.model,
+            "code": code_digest(model_module(spec.model)),
+            "libraries": {"lightgbm": lightgbm.__version__},
+        }
     record = ModelRecord(
         key=key,
         family=spec.name,
         tournament=int(source.tournament),
-        model=spec.model,
         params=dict(spec.params),
         data_version=source.data_version,
         feature_set=spec.feature_set,
         target=spec.target,
         features=features,
-        code=code_digest(model_module(spec.model)),
-        libraries={"lightgbm": lightgbm.__version__},
+        **made,
         trained_at=datetime.now(UTC),
         trained_by=flow_run.name or "in-process",
         size_bytes=len(data),
@@ -196,10 +238,22 @@ def train_and_store(
     with store.training(key, load_settings().lock_timeout_seconds):
         if (ready := store.record(key)) is not None:  # another run trained it meanwhile
             return ready, store.load(ready)
-        features = load_features(source, spec.feature_set, spec.target)
-        model = train_model(source, spec, features)
-        scores = score_validation(source, spec, features, model) if score else None
-        return store_model(store, key, source, spec, features, model, scores), model
+        return _train(store, key, source, spec, score=score)
+
+
+def _train(
+    store: ModelStore, key: str, source: DataSource, spec: ClassicSpec, *, score: bool
+) -> tuple[ModelRecord, object]:
+    features = load_features(source, spec.feature_set, spec.target)
+    if spec.command is not None:  # not scored: a command predicts live data only
+        model_dir = train_command(
+            source, spec.command, spec.feature_set, spec.target, dict(spec.params)
+        )
+        record = store_model(store, key, source, spec, features, model_dir, None)
+        return record, store.load(record)
+    model = train_model(source, spec, features)
+    scores = score_validation(source, spec, features, model) if score else None
+    return store_model(store, key, source, spec, features, model, scores), model
 
 
 def _run_name() -> str:
@@ -231,9 +285,7 @@ def train_spec(spec: ClassicSpec, force: bool = False) -> ModelRecord:
         )
         return ready
     if force:
-        features = load_features(source, spec.feature_set, spec.target)
-        model = train_model(source, spec, features)
-        scores = score_validation(source, spec, features, model)
-        return store_model(store, key, source, spec, features, model, scores)
-    record, _ = train_and_store(store, key, source, spec)
+        record, _ = _train(store, key, source, spec, score=True)
+    else:
+        record, _ = train_and_store(store, key, source, spec)
     return record

@@ -123,6 +123,18 @@ def test_each_model_takes_one_line(project):
         ("  zeta: {spec: {tournament: crypto}, train: false}\n", "a Crypto node with `train"),
         ("  zeta: {spec: {tournament: crypto, score_validation: true}}\n", "'score_validation'"),
         ("  zeta: {spec: small, colour: blue}\n", "nodes.zeta.colour"),
+        (
+            "  zeta: {spec: {model: models.tournament, command: {train: a, predict: b, "
+            "version: '1'}}}\n",
+            "gives both `model:` and `command:`",
+        ),
+        (
+            "  zeta: {spec: {tournament: signals, command: {train: a, predict: b, version: "
+            "'1'}}}\n",
+            "command models are built for Classic specs only",
+        ),
+        ("  zeta: {spec: {command: {train: a, predict: b}}}\n", "either `files:`"),
+        ("  zeta: {spec: {command: {train: a, version: '1'}}}\n", "predict: Field required"),
     ],
 )
 def test_a_declaration_that_cannot_work_is_refused_with_its_cause(project, change, message):
@@ -130,6 +142,32 @@ def test_a_declaration_that_cannot_work_is_refused_with_its_cause(project, chang
     path.write_text(FLEET + change)
     with pytest.raises(FleetError, match=message.replace("(", r"\(").replace(")", r"\)")):
         deployments(read_fleet(path))
+
+
+COMMAND_SPECS = """\
+  r-model:
+    command: {train: Rscript train.R, predict: [Rscript, predict.R], files: [train.R, predict.R]}
+    data_version: v5.2
+  r-model-2:
+    extends: small
+    command: {train: Rscript train.R, predict: Rscript predict.R, version: "2"}
+"""
+
+
+def test_a_command_model_is_declared_in_place_of_a_model_module(project):
+    path = project / "nodes.yaml"
+    fleet = FLEET.replace("specs:\n", "specs:\n" + COMMAND_SPECS)
+    path.write_text(fleet + "  zeta: {spec: r-model}\n  eta: {spec: r-model-2}\n")
+    entries = {entry["name"]: entry for entry in deployments(read_fleet(path))}
+
+    node = entries["zeta"]["parameters"]["node"]
+    assert node["command"]["predict"] == ["Rscript", "predict.R"] and "model" not in node
+    training = entries["train-r-model"]["parameters"]["spec"]
+    assert training["command"] == node["command"] and training["data_version"] == "v5.2"
+    # A command spec that extends a module spec keeps its data, not its model.
+    extended = entries["eta"]["parameters"]["node"]
+    assert extended["command"]["version"] == "2" and extended["data_version"] == "v5.2"
+    assert "model" not in extended
 
 
 def test_specs_that_extend_each_other_in_a_circle_are_refused(project):
