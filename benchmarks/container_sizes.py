@@ -77,8 +77,12 @@ def _container(
         command += ["--volume", f"{data}:{data}:ro"]
     if memory_mib:
         command += ["--memory", f"{memory_mib}m", "--memory-swap", f"{memory_mib}m"]
+    # conmon leaves a file named `oom` in its working directory after an out-of-memory kill.
     done = subprocess.run(
-        [*command, image, "python", "-c", script, *args], capture_output=True, text=True
+        [*command, image, "python", "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:

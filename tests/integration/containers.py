@@ -82,6 +82,7 @@ class Podman:
             return subprocess.Popen(
                 args,
                 env={**os.environ, **container.env},
+                cwd=log_path.parent,  # conmon writes a file `oom` there after an OOM kill
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

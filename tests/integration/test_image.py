@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 
 import pytest
 
@@ -105,6 +106,7 @@ def _node_run(image, sandbox, prefect_api, trigger_id: str, memory_mib: int, cpu
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=tempfile.gettempdir(),  # where conmon would leave its `oom` file after a kill
     )
 
 
