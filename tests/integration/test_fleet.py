@@ -247,7 +247,7 @@ def test_a_changed_spec_with_no_training_yet_submits_with_its_last_good_model(fl
 
 def test_down_stops_every_worker(fleet):
     processes = fleet.stack.status()
-    assert len(processes) == 6
+    assert len(processes) == 7  # server, sandbox, zygote, gateway and a worker per pool
 
     stopped = fleet.stack.down()
 
