@@ -31,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows import cache, files
+from flows.command_data import csv_copy
 from flows.errors import CommandFailed, CommandTimedOut, ConfigurationError, InvalidPredictions
 from flows.node import DataSource, download_dataset
 from flows.settings import KEY_ENV, load_settings
@@ -63,6 +64,11 @@ class CommandSpec(BaseModel):
     version: str | None = Field(
         None, description="A version you bump to retrain, instead of `files`."
     )
+    data_format: Literal["parquet", "csv"] = Field(
+        "parquet",
+        description="What NUMERAI_TRAIN_PATH and NUMERAI_LIVE_PATH hold: Numerai's parquet, or "
+        "`csv` (id, era, the feature set and the target) for a program that cannot read parquet.",
+    )
     train_timeout_seconds: float = Field(6 * 3600, gt=0, description="The train command's limit.")
     predict_timeout_seconds: float = Field(3600, gt=0, description="The predict command's limit.")
 
@@ -84,7 +90,15 @@ class CommandSpec(BaseModel):
         """What goes into the model key: the command lines and the files' contents (or the
         declared version). Fails, naming it, when a declared file is missing."""
         shaped = {"files": _files_digest(self.files, root or Path.cwd())} if self.files else {}
+        if self.data_format != "parquet":  # parquet's keys stay as they were before the option
+            shaped["data_format"] = self.data_format
         return {"train": self.train, "predict": self.predict, "version": self.version} | shaped
+
+    def data_path(self, path: Path, features_path: Path, feature_set: str, target: str) -> Path:
+        """The data file the command is handed: `path` itself, or its CSV copy."""
+        if self.data_format == "csv":
+            return csv_copy(path, features_path, feature_set, target)
+        return path
 
 
 class Contract(BaseModel):
@@ -263,8 +277,10 @@ def train_command(
     params: dict[str, Any],
 ) -> Path:
     """Run the train command on the training data; returns the model directory it wrote."""
-    train_path = download_dataset(source, "train.parquet")
     features_path = download_dataset(source, "features.json")
+    train_path = command.data_path(
+        download_dataset(source, "train.parquet"), features_path, feature_set, target
+    )
     model_dir = _work_dir("train-")  # the store takes it over
     contract_path = model_dir.with_name(f"{model_dir.name}.json")
     contract = Contract(
@@ -308,6 +324,7 @@ def predict_command(
     """Run the predict command on the round's live data; returns the predictions file that
     will be validated and uploaded (CSV, whatever the command wrote: CSV or parquet)."""
     features_path = download_dataset(source, "features.json")
+    live_path = command.data_path(live_path, features_path, feature_set, target)
     work = _work_dir("predict-")
     written = work / "predictions.csv"
     contract = Contract(

@@ -135,6 +135,10 @@ def test_each_model_takes_one_line(project):
         ),
         ("  zeta: {spec: {command: {train: a, predict: b}}}\n", "either `files:`"),
         ("  zeta: {spec: {command: {train: a, version: '1'}}}\n", "predict: Field required"),
+        (
+            "  zeta: {spec: {command: {train: a, predict: b, version: '1', data_format: xml}}}\n",
+            "data_format: Input should be 'parquet' or 'csv'",
+        ),
     ],
 )
 def test_a_declaration_that_cannot_work_is_refused_with_its_cause(project, change, message):

@@ -196,3 +196,23 @@ def test_the_training_flow_trains_a_command_model_that_a_node_then_only_predicts
     assert [step["step"] for step in _steps(marker)] == ["train", "predict"]
     assert "train" not in task_states(state)
     assert len(sandbox.submissions("sandbox_model")) == 1
+
+
+def test_a_csv_command_model_is_handed_csv_copies_of_the_feature_set(sandbox, marker):
+    command = _command(data_format="csv")
+    tournament_node(_node(command), trigger_id="csv-1")
+    sandbox.open_round()
+    tournament_node(_node(command, train=True), trigger_id="csv-2")
+
+    train, first, second = _steps(marker)
+    features_path = Path(train["contract"]["features_path"])
+    features = json.loads(features_path.read_text())["feature_sets"]["small"]
+    train_csv = Path(train["contract"]["train_path"])
+    assert train_csv.suffix == ".csv" and train_csv.with_name("train.parquet").is_file()
+    header = pd.read_csv(train_csv, nrows=2).columns
+    assert list(header) == ["id", "era", *features, "target"]  # the feature set, not all
+    live = [Path(step["contract"]["live_path"]) for step in (first, second)]
+    assert all(path.suffix == ".csv" for path in live) and live[0] != live[1]  # per round
+    assert set(pd.read_csv(live[1], dtype={"id": str})["id"]) == set(sandbox.live_ids())
+    assert [s.trigger_id for s in sandbox.submissions("sandbox_model")] == ["csv-1", "csv-2"]
+    assert not list(train_csv.parent.glob(".*.tmp-*"))  # written atomically, nothing left over

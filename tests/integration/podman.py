@@ -112,11 +112,23 @@ class Build:
     seconds: float
 
 
-def build(image: str = IMAGE, *, project: Path = PROJECT) -> Build:
+def build(
+    image: str = IMAGE,
+    *,
+    project: Path = PROJECT,
+    dockerfile: Path | None = None,
+    build_args: dict[str, str] | None = None,
+) -> Build:
     """Build the project's Dockerfile as `image`, from the stand-in bases, with the host network
-    (the image installs from the package registry)."""
-    ensure_base_images()
-    bases = [f"PYTHON_IMAGE={PYTHON_STAND_IN}", f"UV_IMAGE={UV_STAND_IN}"]
+    (the image installs from the package registry). With `dockerfile`, that file instead, with
+    its directory as the context and `build_args` (e.g. an example's image over the node's)."""
+    if dockerfile is None:
+        ensure_base_images()
+        build_args = {"PYTHON_IMAGE": PYTHON_STAND_IN, "UV_IMAGE": UV_STAND_IN} | (build_args or {})
+        context = [str(project)]
+    else:
+        context = ["--file", str(dockerfile), str(dockerfile.parent)]
+    bases = [f"{name}={value}" for name, value in (build_args or {}).items()]
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         uv_config = Path(scratch) / "uv.toml"
@@ -128,7 +140,7 @@ def build(image: str = IMAGE, *, project: Path = PROJECT) -> Build:
             [*podman(), "build", "--network", "host", *ulimits(), "--tag", image]
             + [arg for base in bases for arg in ("--build-arg", base)]
             + [arg for mount in mounts for arg in ("--volume", mount)]
-            + [str(project)],
+            + context,
             timeout=_BUILD_TIMEOUT_SECONDS,
         )
     seconds = time.monotonic() - started

@@ -139,3 +139,67 @@ def test_too_little_memory_for_the_training_set_is_named_before_training_and_not
     assert f"{BENCH_ROWS:,} rows x {BENCH_FEATURES:,} features" in output
     assert "Traceback" not in done.stderr
     assert [s for s in bench_sandbox.submissions() if s.trigger_id == "too-little"] == []
+
+
+# --- the example R model (examples/r_model), in its own image over the node's -----------------
+R_MODEL = "r_model"
+_R_NODE = """
+import sys
+from flows.command import CommandSpec
+from flows.tournament import TournamentNode, tournament_node
+
+run = ["Rscript", "examples/r_model/model.R"]
+command = CommandSpec(
+    train=[*run, "train"], predict=[*run, "predict"],
+    files=["examples/r_model/model.R"], data_format="csv",
+)
+node = TournamentNode(numerai_model=sys.argv[1], data_version="v5.2", command=command)
+tournament_node(node, trigger_id=sys.argv[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def r_image(node_image) -> podman.Build:
+    """examples/r_model/Dockerfile built over the node image (R from Debian's packages)."""
+    dockerfile = podman.PROJECT / "examples" / "r_model" / "Dockerfile"
+    return podman.build(
+        "localhost/numerai-nodes-r:test",
+        dockerfile=dockerfile,
+        build_args={"NODE_IMAGE": node_image},
+    )
+
+
+@pytest.fixture(scope="module")
+def r_sandbox(tmp_path_factory):
+    from sandbox.runner import Sandbox
+
+    with Sandbox(tmp_path_factory.mktemp("r"), size="tiny", models=[R_MODEL]) as sandbox:
+        yield sandbox
+
+
+def test_the_r_example_trains_predicts_and_submits_once_from_its_own_image(
+    r_image, r_sandbox, prefect_server
+):
+    env = {
+        "PREFECT_API_URL": prefect_server,
+        "NUMERAI_API_URL": r_sandbox.url,
+        "NUMERAI_PUBLIC_ID": r_sandbox.public_id,
+        "NUMERAI_SECRET_KEY": r_sandbox.secret_key,
+    }
+    done = subprocess.run(
+        [*podman.run_args(), "--rm"]
+        + [arg for name in env for arg in ("--env", name)]
+        + [r_image.image, "python", "-c", _R_NODE, R_MODEL, "r-1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tempfile.gettempdir(),
+    )
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "[train] trained on" in output and "[predict] predicted" in output  # R's own lines
+    (submission,) = r_sandbox.submissions(R_MODEL)
+    assert submission.trigger_id == "r-1"
+    assert set(submission.ids) == set(r_sandbox.live_ids())

@@ -20,10 +20,18 @@ with open(os.environ["COMMAND_MODEL_MARKER"], "a") as marker:
     marker.write(json.dumps({"step": step, "contract": contract, "secrets": hidden}) + "\n")
 model_dir = Path(os.environ["NUMERAI_MODEL_DIR"])
 
+
+def read(path: str, columns: list[str]) -> pd.DataFrame:
+    """The data as handed: parquet, or CSV (a spec's `data_format: csv`)."""
+    if path.endswith(".csv"):
+        return pd.read_csv(path, usecols=["id", *columns], dtype={"id": str})
+    return pd.read_parquet(path, columns=columns)
+
+
 if step == "train":
     features = json.loads(Path(os.environ["NUMERAI_FEATURES_PATH"]).read_text())
     chosen = features["feature_sets"][os.environ["NUMERAI_FEATURE_SET"]]
-    rows = len(pd.read_parquet(os.environ["NUMERAI_TRAIN_PATH"], columns=[chosen[0]]))
+    rows = len(read(os.environ["NUMERAI_TRAIN_PATH"], [chosen[0]]))
     print(f"trained on {rows} rows")
     (model_dir / "model.json").write_text(json.dumps({"feature": chosen[0], "rows": rows}))
 elif step == "fail":
@@ -36,7 +44,7 @@ elif step == "hang":
     time.sleep(60)
 else:  # predict, or a malformed prediction
     feature = json.loads((model_dir / "model.json").read_text())["feature"]
-    live = pd.read_parquet(os.environ["NUMERAI_LIVE_PATH"], columns=[feature])
+    live = read(os.environ["NUMERAI_LIVE_PATH"], [feature])
     ids = live.index if "id" not in live.columns else live["id"]
     frame = pd.DataFrame({"id": ids, "prediction": live[feature].rank(pct=True).to_numpy()})
     if step == "columns":
