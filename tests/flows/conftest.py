@@ -29,7 +29,7 @@ def sandbox_data(tmp_path_factory):
 @pytest.fixture
 def sandbox(sandbox_data, tmp_path, monkeypatch):
     """A fresh sandbox the node talks to through the environment, like a deployed node."""
-    models = ("sandbox_model", "other_model", "sandbox_signals:signals")
+    models = ("sandbox_model", "other_model", "sandbox_signals:signals", "sandbox_crypto:crypto")
     with Sandbox(sandbox_data, size="tiny", models=models) as running:
         monkeypatch.setenv("NUMERAI_API_URL", running.url)
         monkeypatch.setenv("NUMERAI_NODES_YAHOO_URL", running.yahoo_url)

@@ -24,18 +24,6 @@ FAST = {"n_estimators": 20, "learning_rate": 0.1}
 MODEL = "sandbox_crypto"
 
 
-@pytest.fixture
-def sandbox(sandbox_data, tmp_path, monkeypatch):
-    """A sandbox with a Crypto model, which the node reaches through the environment."""
-    with Sandbox(sandbox_data, size="tiny", models=(f"{MODEL}:crypto",)) as running:
-        monkeypatch.setenv("NUMERAI_API_URL", running.url)
-        monkeypatch.setenv("NUMERAI_NODES_YAHOO_URL", running.yahoo_url)
-        monkeypatch.setenv("NUMERAI_PUBLIC_ID", running.public_id)
-        monkeypatch.setenv("NUMERAI_SECRET_KEY", running.secret_key)
-        monkeypatch.setenv("NUMERAI_NODES_HOME", str(tmp_path / "home"))
-        yield running
-
-
 def _node(**overrides) -> CryptoNode:
     pinned = {"numerai_model": MODEL, "data_version": "crypto/v1.0", "params": FAST}
     return CryptoNode(**(pinned | overrides))
