@@ -180,13 +180,21 @@ def test_the_ecs_worker_runs_the_node_and_a_fresh_container_loads_the_model_from
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0) > 0
 
     second = _start(deployment_id, "ecs-2")
-    crashing = _start(deployment_id, "ecs-oom")
-    runner.kill_when_running(crashing)
-    done, crashed = _wait([second, crashing], runner, worker)
+    (done,) = _wait([second], runner, worker)
     assert done.state.type.value == "COMPLETED", done.state
     assert len(_submissions(sandbox, "ecs-2")) == 1
     # A fresh home: the model came from the model store in S3, and nothing trained.
     assert _task_state(second, "load-model") == "Completed"
+
+    # A slow Numerai API keeps the run's submission seconds away, so the kill lands mid-run
+    # (with the model loaded, a fast run could otherwise submit within the runner's poll).
+    sandbox.faults.latency_s = 2.0
+    try:
+        crashing = _start(deployment_id, "ecs-oom")
+        runner.kill_when_running(crashing)
+        (crashed,) = _wait([crashing], runner, worker)
+    finally:
+        sandbox.faults.latency_s = 0.0
 
     assert crashed.state.type.value == "CRASHED", crashed.state
     assert "non-zero exit code" in (crashed.state.message or "")
