@@ -8,6 +8,12 @@ weekdays), then computes the features of every Friday with one implementation:
 - new: `models.signals.compute_features` (numpy, windows read only on the needed days).
 Prints the median time, the process's peak RSS (ru_maxrss of the child, prices included) and
 the peak above the RSS with the prices loaded. `--quick`: 500 tickers x 3 years, 1 run.
+
+Then the node's own path, from the price cache: the same prices written as the cache's parquet
+chunks (symbols as strings, as yfinance's batches store them), read and turned into features:
+- cache-old: `benchmarks.signals_old.load_prices_old` (every column, pandas dedupe and sort);
+- cache-new: `PriceCache.load(columns=PRICE_INPUTS, ordered=False)`, as flows/signals.py reads.
+Time and peak RSS cover the load and the features.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +61,8 @@ def child(args: argparse.Namespace) -> None:
     """One feature computation in this process; prints JSON with time and memory."""
     import psutil
 
+    if args.child.startswith("cache"):
+        return _cache_child(args)
     if args.child == "old":
         from benchmarks.signals_old import compute_features_old as compute
     else:
@@ -71,9 +80,45 @@ def child(args: argparse.Namespace) -> None:
                       "rows": len(features), "prices_rows": len(prices)}))  # fmt: skip
 
 
+def _cache_child(args: argparse.Namespace) -> None:
+    """Load the cache at args.cache and compute the features, the old way or the node's."""
+    from flows.prices import PriceCache
+    from models.signals import PRICE_INPUTS, compute_features
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    started = time.perf_counter()
+    if args.child == "cache-old":
+        from benchmarks.signals_old import load_prices_old
+
+        prices = load_prices_old(args.cache)
+    else:
+        prices = PriceCache(args.cache).load(columns=PRICE_INPUTS, ordered=False)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    fridays = pd.date_range(prices["date"].min(), prices["date"].max(), freq="W-FRI")
+    features = compute_features(prices, fridays)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak": peak, "loaded": loaded, "before": before,
+                      "rows": len(features), "prices_rows": len(prices)}))  # fmt: skip
+
+
+def write_cache(root: Path, tickers: int, years: int, chunks: int = 4) -> None:
+    """The synthetic prices as the price cache holds them: `chunks` parquet files, str symbols."""
+    from flows.prices import _atomic_parquet, _standard
+
+    prices = synthetic_prices(tickers, years)
+    prices["symbol"] = prices["symbol"].astype(str)
+    size = -(-len(prices) // chunks)
+    for i in range(chunks):
+        part = _standard(prices.iloc[i * size : (i + 1) * size])
+        _atomic_parquet(part, root / f"prices-{i:06d}.parquet")
+
+
 def _run(kind: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", kind]
     command += ["--tickers", str(args.tickers), "--years", str(args.years)]
+    if args.cache:
+        command += ["--cache", str(args.cache)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         sys.exit(f"{kind} run failed:\n{done.stderr[-4000:]}")
@@ -103,6 +148,22 @@ def main(args: argparse.Namespace) -> None:
     old, new = (statistics.median(r["seconds"] for r in results[k]) for k in ("old", "new"))
     print(f"new is {old / new:.1f}x faster")
 
+    with tempfile.TemporaryDirectory() as cache:
+        args.cache = Path(cache)
+        write_cache(args.cache, args.tickers, args.years)
+        cached: dict[str, list[dict]] = {"cache-old": [], "cache-new": []}
+        for i in range(args.runs):
+            for kind in cached:
+                cached[kind].append(_run(kind, args))
+                print(f"  run {i + 1} {kind}: {cached[kind][-1]['seconds']:.1f} s")
+    print("\nfrom the price cache (load + features), medians:")
+    print(f"{'path':9} {'seconds':>8} {'peak MB':>8} {'load peak MB':>13}")
+    for kind, runs in cached.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        peak = statistics.median(r["peak"] for r in runs)
+        loaded = statistics.median(r["loaded"] for r in runs)
+        print(f"{kind:9} {seconds:8.2f} {peak / 1e6:8.0f} {loaded / 1e6:13.0f}")
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,6 +171,8 @@ if __name__ == "__main__":
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="500 tickers x 3 years, one run")
-    parser.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["old", "new", "cache-old", "cache-new"],
+                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     child(parsed) if parsed.child else main(parsed)

@@ -79,3 +79,22 @@ def compute_features_old(prices: pd.DataFrame, dates: Iterable) -> pd.DataFrame:
             put(f"{name}_diff{k}", now - ranked.reindex(past[k]).set_axis(days))
     index = pd.MultiIndex.from_product([days, close.columns], names=["date", "symbol"])
     return pd.DataFrame(values, index=index[keep], columns=FEATURES)
+
+
+def load_prices_old(root, symbols=None, start=None, end=None) -> pd.DataFrame:
+    """The previous PriceCache.load: every column, symbols as strings, pandas dedupe and sort."""
+    from pathlib import Path
+
+    from flows.prices import PRICE_COLUMNS
+
+    chunks = sorted(Path(root).glob("prices-*.parquet"))
+    filters = []
+    if symbols is not None:
+        filters.append(("symbol", "in", list(symbols)))
+    if start is not None:
+        filters.append(("date", ">=", pd.Timestamp(start)))
+    if end is not None:
+        filters.append(("date", "<", pd.Timestamp(end)))
+    prices = pd.read_parquet(chunks, filters=filters or None)
+    prices = prices.drop_duplicates(["symbol", "date"], keep="last")
+    return prices.sort_values(["symbol", "date"], ignore_index=True)[PRICE_COLUMNS]

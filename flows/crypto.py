@@ -147,7 +147,9 @@ def compute_features(
     rows, mapping = _rows(dataset, day), pd.read_parquet(symbol_map)
     symbols = mapping.loc[mapping["symbol"].isin(rows["symbol"]), "yahoo"].dropna().unique()
     dates = rows["date"].unique()
-    prices = PriceCache(prices_dir).load(symbols, *crypto.price_range(dates))
+    prices = PriceCache(prices_dir).load(
+        symbols, *crypto.price_range(dates), crypto.PRICE_INPUTS, ordered=False
+    )
     features = crypto.compute_features(prices, dates)
     get_run_logger().info("Features for %s: %d rows", dataset.name, len(features))
     out = derived_path(node.name, dataset, f"features-{prices_dir.name}-{day or 'all'}")

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yfinance as yf
 from curl_cffi import requests as curl_requests
 from yfinance.data import YfData
@@ -24,6 +27,7 @@ from flows.settings import load_settings
 logger = logging.getLogger(__name__)
 
 PRICE_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "volume"]
+_KEYS = ("symbol", "date")
 EXCHANGE_TABLE = Path(__file__).parent / "data" / "yahoo_exchanges.csv"
 
 
@@ -294,21 +298,32 @@ class PriceCache:
         symbols: Iterable[str] | None = None,
         start: dt.date | None = None,
         end: dt.date | None = None,
+        columns: Sequence[str] | None = None,
+        ordered: bool = True,
     ) -> pd.DataFrame:
-        """Cached prices (PRICE_COLUMNS) for symbols over [start, end), by symbol and date."""
+        """Cached prices for symbols over [start, end), one row per (symbol, date), in that order.
+
+        The columns are symbol, date and `columns` (all PRICE_COLUMNS by default). `symbol` is
+        categorical, its categories sorted: thousands of rows per symbol keep one string each.
+        `ordered=False` skips the sort and the de-duplication, which copy every row once more:
+        rows come as the chunks hold them, a price fetched again later than the first.
+        """
         # Under the lock: an update may be merging chunks into one and deleting the others.
         with files.locked(self.root / "prices", self.lock_timeout):
-            return self._load(symbols, start, end)
+            return self._load(symbols, start, end, columns, ordered)
 
     def _load(
         self,
         symbols: Iterable[str] | None = None,
         start: dt.date | None = None,
         end: dt.date | None = None,
+        columns: Sequence[str] | None = None,
+        ordered: bool = True,
     ) -> pd.DataFrame:
+        names = ["symbol", "date", *[c for c in columns or PRICE_COLUMNS if c not in _KEYS]]
         chunks = sorted(self.root.glob("prices-*.parquet"))
         if not chunks:
-            return _empty_prices()
+            return _empty_prices()[names]
         filters = []
         if symbols is not None:
             filters.append(("symbol", "in", list(symbols)))
@@ -316,9 +331,21 @@ class PriceCache:
             filters.append(("date", ">=", pd.Timestamp(start)))
         if end is not None:
             filters.append(("date", "<", pd.Timestamp(end)))
-        prices = pd.read_parquet(chunks, filters=filters or None)
-        prices = prices.drop_duplicates(["symbol", "date"], keep="last")
-        return prices.sort_values(["symbol", "date"], ignore_index=True)[PRICE_COLUMNS]
+        table = pq.read_table(
+            chunks,
+            columns=names,
+            filters=filters or None,
+            read_dictionary=["symbol"],
+            pre_buffer=False,  # pre-buffering holds each file's compressed columns beside the rest
+        )
+        # Each Arrow column is freed once converted, and Arrow's pool hands its memory back.
+        prices = table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
+        pa.default_memory_pool().release_unused()
+        symbol = prices["symbol"].astype("category")
+        # Chunks list their symbols in their own orders: sorted categories sort by name.
+        prices["symbol"] = symbol.cat.reorder_categories(sorted(symbol.cat.categories))
+        return _by_symbol_and_date(prices) if ordered else prices
 
     def _write_chunk(self, prices: pd.DataFrame) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -358,6 +385,20 @@ def _extend(coverage: dict, symbol: str, lo: dt.date, hi: dt.date, last_day) -> 
     if last_day is not None:
         last = last_day.date().isoformat()
         entry["last"] = max(entry.get("last", last), last)
+
+
+def _by_symbol_and_date(prices: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by symbol name and date; of a repeated (symbol, date), the last row read.
+
+    One stable sort of integer keys and one take: pandas' drop_duplicates and sort_values on
+    millions of rows each hash or copy the whole frame again.
+    """
+    codes = prices["symbol"].cat.codes.to_numpy()
+    days = prices["date"].to_numpy().view(np.int64)
+    order = np.lexsort((days, codes))  # stable: a repeat's last read row stays last
+    codes, days = codes[order], days[order]
+    last = np.append((codes[1:] != codes[:-1]) | (days[1:] != days[:-1]), True)
+    return prices.take(order[last]).reset_index(drop=True)
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -120,7 +120,9 @@ def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_
     symbols = mapping.loc[mapping["numerai_ticker"].isin(rows["numerai_ticker"]), "yahoo"]
     dates = rows["date"].unique()
     start, end = signals.price_range(dates)
-    prices = PriceCache(prices_dir).load(symbols.dropna().unique(), start, end)
+    prices = PriceCache(prices_dir).load(
+        symbols.dropna().unique(), start, end, signals.PRICE_INPUTS, ordered=False
+    )
     features = signals.compute_features(prices, dates)
     get_run_logger().info(
         "Features for %s: %d rows over %d dates", dataset.name, len(features), len(dates)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from models.signals import (
     MIN_TICKERS,
+    PRICE_INPUTS,  # noqa: F401  # the price columns the Crypto features read too
     Coverage,
     TooFewTickers,
     pivot_prices,

@@ -40,7 +40,7 @@ def pivot_blocks(
                 tables.append(table)
             yield slice(first, first + width), tables
 
-    return pd.Index(days), pd.Index(symbols), blocks()
+    return pd.Index(days), pd.Index(np.asarray(symbols)), blocks()
 
 
 def ffill(table: np.ndarray, limit: int) -> np.ndarray:

@@ -30,6 +30,7 @@ VOLUME_WINDOWS = (5, 63)  # recent average volume relative to the longer average
 LAGS = (1, 2)  # in weeks; every feature also gets its value LAGS weeks earlier ...
 DIFFS = (1,)  # ... and its change over DIFFS weeks
 FILL_LIMIT = 5  # trading days a price is carried over a gap (a holiday) before it counts as stale
+PRICE_INPUTS = ("close", "volume")  # the price columns compute_features reads
 HISTORY_DAYS = 400  # calendar days of prices needed before the first feature date
 
 DEFAULT_PARAMS = {
@@ -179,7 +180,9 @@ def pivot_prices(prices: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         # Column-major ("F") storage keeps each symbol's days together: rolling windows run faster.
         table = np.full((len(dates), len(symbols)), np.nan, order="F")
         table[row, col] = values
-        return pd.DataFrame(table, index=pd.DatetimeIndex(dates), columns=pd.Index(symbols))
+        return pd.DataFrame(
+            table, index=pd.DatetimeIndex(dates), columns=pd.Index(np.asarray(symbols))
+        )
 
     close = wide(prices["close"]).ffill(limit=FILL_LIMIT)
     return close, wide(prices["volume"]).fillna(0).where(close.notna())

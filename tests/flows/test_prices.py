@@ -7,6 +7,7 @@ import threading
 import time
 from typing import TypedDict, Unpack
 
+import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
@@ -275,6 +276,57 @@ def test_update_stops_at_today_and_compacts_its_files(tmp_path):
     loaded = cache.load(["A"], start=dt.date(2024, 1, 1), end=dt.date(2024, 7, 1))
     assert loaded["date"].is_unique
     assert list(loaded["date"]) == list(pd.bdate_range("2024-01-01", "2024-06-30"))
+
+
+def test_a_price_fetched_again_replaces_the_first_and_rows_come_by_symbol_and_date(tmp_path):
+    cache = PriceCache(tmp_path, today=lambda: TODAY)
+    first = pd.concat(
+        [_frame("B", "2024-01-01", "2024-01-05"), _frame("A", "2024-01-01", "2024-01-05")]
+    )
+    again = _frame("A", "2024-01-04", "2024-01-09").assign(close=lambda f: f["close"] + 100)
+    cache._write_chunk(first)
+    cache._write_chunk(again)  # an update that fetched A's last days again
+
+    loaded = cache.load()
+    assert list(loaded.columns) == prices.PRICE_COLUMNS
+    assert list(loaded["symbol"].cat.categories) == ["A", "B"]
+    assert list(zip(loaded["symbol"], loaded["date"].dt.day, strict=True)) == [
+        *[("A", d) for d in (1, 2, 3, 4, 5, 8, 9)],
+        *[("B", d) for d in (1, 2, 3, 4, 5)],
+    ]
+    a = loaded[loaded["symbol"] == "A"]
+    closes = dict(zip(a["date"].dt.day, a["close"], strict=True))
+    assert closes == {1: 1.0, 2: 2.0, 3: 3.0, 4: 101.0, 5: 102.0, 8: 103.0, 9: 104.0}
+
+    narrow = cache.load(["A"], columns=["close"])
+    assert list(narrow.columns) == ["symbol", "date", "close"]
+    assert narrow["close"].tolist() == list(closes.values())
+
+
+def test_unordered_prices_make_the_same_panel_as_ordered_ones(tmp_path):
+    from models.panel import pivot_blocks
+
+    cache = PriceCache(tmp_path, today=lambda: TODAY)
+    cache._write_chunk(
+        pd.concat(
+            [_frame("B", "2024-01-01", "2024-02-09"), _frame("A", "2024-01-15", "2024-02-09")]
+        )
+    )
+    cache._write_chunk(_frame("A", "2024-02-01", "2024-02-16").assign(close=-1.0))
+    cache._write_chunk(_frame("C", "2024-01-01", "2024-01-31"))
+
+    def panel(frame):
+        days, symbols, blocks = pivot_blocks(frame, ["close", "volume"], block=2)
+        return days, symbols, [table for _, tables in blocks for table in tables]
+
+    ordered = cache.load(columns=["close", "volume"])
+    unordered = cache.load(columns=["close", "volume"], ordered=False)
+    assert len(unordered) > len(ordered)  # the repeated days are still there
+    (days, symbols, tables), (days2, symbols2, tables2) = panel(ordered), panel(unordered)
+    assert days.equals(days2) and list(symbols) == list(symbols2) == ["A", "B", "C"]
+    for table, table2 in zip(tables, tables2, strict=True):
+        np.testing.assert_array_equal(table, table2)
+    assert tables[0][days.get_loc(pd.Timestamp("2024-02-05")), 0] == -1.0  # A's refetched close
 
 
 def test_the_shipped_exchange_table_maps_common_tickers():
