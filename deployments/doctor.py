@@ -209,6 +209,13 @@ def _pools(client: SyncPrefectClient, nodes: list[Node], pool_types: dict[str, s
     return checks
 
 
+def live_workers(pool_name: str) -> list[str]:
+    """The names of pool `pool_name`'s live workers (by their heartbeats); a place's doctor
+    checks a worker it hosts with this."""
+    with get_client(sync_client=True) as client:
+        return [w.name for w in client.read_workers_for_work_pool(pool_name) if _alive(w)]
+
+
 def _alive(worker) -> bool:
     """Online, with a heartbeat younger than two intervals (the server waits for three)."""
     if str(worker.status.value).upper() != "ONLINE" or worker.last_heartbeat_time is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,6 +40,19 @@ Pool = Annotated[
     str | None,
     typer.Option("--pool", help="Work pool name (env NUMERAI_NODES_AWS_POOL_NAME; ecs)."),
 ]
+
+Push = Annotated[
+    bool | None,
+    typer.Option(
+        "--push/--no-push",
+        help="An ecs:push pool that Prefect Cloud serves (no worker), or a hybrid ecs pool. "
+        "Default: what the stack was set up with (a new stack: hybrid).",
+    ),
+]
+
+
+def _hidden_prompt(label: str) -> str:
+    return str(typer.prompt(label, hide_input=True))
 
 
 def _settings(**overrides: object) -> AwsSettings:
@@ -83,11 +97,15 @@ def up(
         str | None, typer.Option(help="Comma-separated security groups with --subnets.")
     ] = None,
     skip_keys: SkipKeys = False,
+    push: Push = None,
 ) -> None:
     """Create or update the stack, put the Numerai keys into Secrets Manager, create the pool.
 
     Keys come from NUMERAI_PUBLIC_ID and NUMERAI_SECRET_KEY, or hidden prompts. The pool lives on
-    the Prefect API of PREFECT_API_URL. Then push the node image and run an ECS worker.
+    the Prefect API of PREFECT_API_URL. Then push the node image and run an ECS worker, or, with
+    --push on Prefect Cloud, let Prefect Cloud start the tasks (an ecs:push pool): the push user's
+    access key comes from NUMERAI_NODES_AWS_PUSH_ACCESS_KEY_ID and
+    NUMERAI_NODES_AWS_PUSH_SECRET_ACCESS_KEY, or hidden prompts.
     """
     from infra.aws import place
 
@@ -103,6 +121,8 @@ def up(
             subnets=_split(subnets),
             vpc_id=vpc_id,
             security_groups=_split(security_groups),
+            push=push,
+            ask=_hidden_prompt if sys.stdin.isatty() else None,
         )
     verb = {"created": "Created", "updated": "Updated", "unchanged": "No change to"}[result.action]
     err_console.print(
@@ -118,12 +138,22 @@ def up(
     console.print(f"Image: {result.image}", highlight=False)
     if not result.keys_stored:
         err_console.print("[yellow]Keys not stored (--skip-keys): the stored keys stay.[/]")
+    if result.push_block:
+        console.print(
+            f"Pool type {result.pool_type}: Prefect Cloud starts the tasks with block "
+            f"aws-credentials/{result.push_block}; no worker to run. Next: push the image and "
+            "check with `numerai-nodes doctor`.",
+            highlight=False,
+        )
+        return
     console.print(
         "Next: push the image, start a worker (`prefect worker start --pool "
         f"{result.pool_name} --type ecs`, with the {result.outputs.get('WorkerPolicyArn', '')} "
         "policy), and check with `numerai-nodes doctor`.",
         highlight=False,
     )
+    if result.hint:
+        err_console.print(escape(result.hint), highlight=False)
 
 
 @app.command("down")

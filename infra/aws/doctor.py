@@ -11,10 +11,11 @@ from deployments.checks import Check
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.aws.cloudformation import caller_identity, describe_stack, session, stack_outputs
 from infra.aws.errors import DOWN_COMMAND, UP_COMMAND, AwsError
-from infra.aws.pool import pool_mismatches, template_defaults
+from infra.aws.place import recorded_push
+from infra.aws.pool import ECS_PUSH, pool_mismatches, template_defaults
 from infra.aws.secrets import PLACEHOLDER, secret_arns, secret_names
 from infra.aws.settings import AwsSettings
-from infra.pools import read_pool_template
+from infra.pools import read_pool_template, read_pool_type
 
 
 def doctor_checks(pool_name: str, *, settings: AwsSettings | None = None) -> list[Check]:
@@ -40,6 +41,7 @@ def doctor_checks(pool_name: str, *, settings: AwsSettings | None = None) -> lis
     arns = secret_arns(aws, stack)
     template = read_pool_template(pool_name)
     checks.append(_pool(template, pool_name, outputs, arns))
+    checks += ECS_PUSH.checks(pool_name, read_pool_type(pool_name), template, recorded_push(stack))
     if template is not None:
         checks.append(_image(aws, template, outputs))
     checks += _secrets(aws, stack, arns)

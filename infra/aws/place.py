@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from boto3.session import Session
 from botocore.exceptions import ClientError
 from prefect_aws import AwsCredentials, S3Bucket
+from pydantic import SecretStr
 
 from deployments import recovery
 from deployments.presets import ECS
@@ -23,7 +25,13 @@ from infra.aws.cloudformation import (
     stack_outputs,
 )
 from infra.aws.errors import UP_COMMAND, AwsError
-from infra.aws.pool import IMAGE_VARIABLE, ecs_pool_template, image_reference, pool_mismatches
+from infra.aws.pool import (
+    ECS_PUSH,
+    IMAGE_VARIABLE,
+    ecs_pool_template,
+    image_reference,
+    pool_mismatches,
+)
 from infra.aws.secrets import delete_secrets, put_keys, secret_arns
 from infra.aws.settings import AwsSettings
 from infra.cloud import (
@@ -34,8 +42,12 @@ from infra.cloud import (
     stack_status,
 )
 from infra.pools import (
+    block_id_by_name,
+    delete_block,
+    delete_pool,
     read_pool_template,
     require_prefect_api,
+    save_block,
     set_variable,
     upsert_pool,
 )
@@ -58,6 +70,9 @@ class UpResult:
     pool_created: bool
     block_name: str
     keys_stored: bool
+    pool_type: str = ECS
+    push_block: str | None = None  # the AwsCredentials block of an ecs:push pool
+    hint: str | None = None  # on Prefect Cloud with a hybrid pool: how to choose push
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,14 +86,27 @@ def up(
     subnets: list[str] | None = None,
     vpc_id: str | None = None,
     security_groups: list[str] | None = None,
+    push: bool | None = None,
+    ask: Callable[[str], str] | None = None,
 ) -> UpResult:
     """Create or update the stack, put the keys, save the result block, create the ecs pool.
 
-    Without `keys` the secrets keep their values (doctor reports a placeholder).
+    Without `keys` the secrets keep their values (doctor reports a placeholder). `push` makes an
+    ecs:push pool (Prefect Cloud only) and False a hybrid one; None keeps what the stack recorded.
+    A push pool's access key comes from the settings, else from `ask(label)` (hidden prompts).
     """
     aws = session(settings.region)
-    require_prefect_api()  # before minutes of stack deployment, not after
+    api_url = require_prefect_api()  # before minutes of stack deployment, not after
+    existing = describe_stack(aws, settings.stack_name)
+    recorded = recorded_push(existing)
+    push = ECS_PUSH.choose(push, recorded, api_url)
+    ECS_PUSH.require_type(settings.pool_name, push)
     parameters: dict[str, str] = {}
+    if push != recorded:
+        parameters["PushPool"] = "true" if push else "false"
+    if existing is not None and recorded and not push:
+        # CloudFormation cannot delete a user that still has access keys.
+        _delete_push_keys(aws, stack_outputs(existing))
     if vpc_id:
         parameters["VpcId"] = vpc_id
     if subnets:
@@ -100,7 +128,12 @@ def up(
         block_name=settings.result_block,
         preset=settings.preset,
     )
-    created = upsert_pool(settings.pool_name, ECS, template)
+    push_block = None
+    if push:
+        push_block = settings.push_credentials_block
+        ECS_PUSH.reference(template, _push_credentials(settings, outputs, aws.region_name, ask))
+    pool_type = ECS_PUSH.type if push else ECS
+    created = upsert_pool(settings.pool_name, pool_type, template)
     recovery.apply()  # crashed and silent node runs run again, on any pool
     # prefect.yaml's ECS node tags its image build with this repository.
     set_variable(IMAGE_VARIABLE, outputs["RepositoryUri"])
@@ -115,7 +148,63 @@ def up(
         pool_created=created,
         block_name=settings.result_block,
         keys_stored=keys is not None,
+        pool_type=pool_type,
+        push_block=push_block,
+        hint=ECS_PUSH.hint(settings.pool_name, push, api_url),
     )
+
+
+def recorded_push(stack: dict[str, Any] | None) -> bool:
+    """Whether the stack was set up for an ecs:push pool (its PushPool parameter)."""
+    for parameter in (stack or {}).get("Parameters", []):
+        if parameter["ParameterKey"] == "PushPool":
+            return bool(parameter["ParameterValue"] == "true")
+    return False
+
+
+def _push_credentials(
+    settings: AwsSettings, outputs: dict[str, str], region: str, ask: Callable[[str], str] | None
+) -> str:
+    """The id of the push pool's AwsCredentials block: saved from the key given, else the one
+    saved before. The key goes from the settings or prompt into the block only."""
+    name = settings.push_credentials_block
+    key_id, secret = settings.push_access_key_id, settings.push_secret_access_key
+    existing = block_id_by_name(name, ECS_PUSH.block_type)
+    if not (key_id and secret) and existing is None and ask is not None:
+        user = outputs.get("PushUserName", "the stack's push user")
+        hint = f"`aws iam create-access-key --user-name {user}` makes one"
+        key_id = key_id or SecretStr(ask(f"Access key id of IAM user {user} ({hint})").strip())
+        secret = secret or SecretStr(ask(f"Secret access key of IAM user {user}").strip())
+    if key_id and key_id.get_secret_value() and secret and secret.get_secret_value():
+        block = AwsCredentials(
+            aws_access_key_id=key_id.get_secret_value(),
+            aws_secret_access_key=secret,
+            region_name=region,
+        )
+        return save_block(block, name)
+    if existing is None:
+        raise ECS_PUSH.credentials_missing(name)
+    return existing
+
+
+def _delete_push_keys(aws: Session, outputs: dict[str, str]) -> list[str]:
+    """Delete the access keys of the stack's push user, so the stack can delete the user."""
+    user = outputs.get("PushUserName")
+    if not user:
+        return []
+    iam = aws.client("iam")
+    try:
+        keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+        for key in keys:
+            iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+    except ClientError as exc:
+        if "NoSuchEntity" in str(exc):
+            return []
+        raise AwsError(
+            f"Could not delete the access keys of IAM user {user}: {aws_message(exc)}. Delete "
+            f"them (`aws iam list-access-keys --user-name {user}`), then run this again."
+        ) from None
+    return [f"deleted {len(keys)} access key(s) of IAM user {user}"] if keys else []
 
 
 def down(
@@ -138,11 +227,17 @@ def down(
             if deleted:
                 done.append(f"deleted {deleted} image(s) from {outputs['RepositoryName']}")
         done += [f"deleted secret {name}" for name in delete_secrets(aws, stack)]
+        done += _delete_push_keys(aws, outputs)
         if "BucketName" in outputs:
             done.append(_bucket(aws, outputs["BucketName"], delete_bucket))
         delete_stack(aws, stack, settings, progress)
         done.append(f"deleted stack {settings.stack_name}")
-    return done + remove_pool_and_block(settings.pool_name, ECS, settings.result_block, _BLOCK_TYPE)
+    done += remove_pool_and_block(settings.pool_name, ECS, settings.result_block, _BLOCK_TYPE)
+    if delete_pool(settings.pool_name, ECS_PUSH.type):
+        done.append(f"deleted work pool {settings.pool_name}")
+    if delete_block(settings.push_credentials_block, ECS_PUSH.block_type):
+        done.append(f"deleted block {ECS_PUSH.block_type}/{settings.push_credentials_block}")
+    return done
 
 
 def status(settings: AwsSettings) -> PlaceStatus:

@@ -8,11 +8,25 @@ from typing import Any
 from deployments.presets import ECS, job_variables
 from deployments.recovery import heartbeat_env
 from infra.aws.cloudformation import region_of
-from infra.aws.errors import AwsSettingsError
-from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
+from infra.aws.errors import UP_COMMAND, AwsSettingsError
+from infra.pools import RESULT_STORAGE_ENV, PushPool, default_template, set_default
 
 # The Prefect variable prefect.yaml names as the ECS node's image repository.
 IMAGE_VARIABLE = "numerai_nodes_ecs_image"
+# The environment variables `up --push` reads the push user's access key from.
+PUSH_KEY_ENV = ("NUMERAI_NODES_AWS_PUSH_ACCESS_KEY_ID", "NUMERAI_NODES_AWS_PUSH_SECRET_ACCESS_KEY")
+# The Prefect Cloud push pool of the stack: the ecs template, plus an AwsCredentials block.
+ECS_PUSH = PushPool(
+    hybrid_type=ECS,
+    credentials_variable="aws_credentials",
+    block_type="aws-credentials",
+    up_command=UP_COMMAND,
+    credentials_how=(
+        "make an access key of the stack's push user (`aws iam create-access-key --user-name "
+        f"<PushUserName output>`) and set {PUSH_KEY_ENV[0]} and {PUSH_KEY_ENV[1]}, or answer "
+        "the hidden prompts"
+    ),
+)
 
 
 def image_reference(outputs: dict[str, str], tag: str) -> str:

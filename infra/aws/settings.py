@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.presets import Preset
@@ -28,6 +28,18 @@ class AwsSettings(BaseSettings):
         description="Name of the S3Bucket block that flow runs store results (the model) in.",
     )
     preset: Preset = Field("gen-m", description="Size preset of a flow run's ECS task by default.")
+    push_credentials_block: str = Field(
+        "numerai-nodes-ecs-push",
+        description="Name of the AwsCredentials block an ecs:push pool starts flow runs with.",
+    )
+    push_access_key_id: SecretStr | None = Field(
+        None,
+        description="Access key id of the stack's push user, for `up --push` (never printed).",
+    )
+    push_secret_access_key: SecretStr | None = Field(
+        None,
+        description="Secret access key of the stack's push user, for `up --push` (never printed).",
+    )
     poll_seconds: float = Field(
         5.0, description="How often to poll CloudFormation while a stack changes."
     )

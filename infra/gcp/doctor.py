@@ -11,11 +11,18 @@ import httpx
 from deployments.checks import Check
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.gcp.errors import UP_COMMAND, GcpStackError
-from infra.gcp.pool import IMAGE_NAME, SECRET_OUTPUTS, image_uri, missing_outputs, pool_mismatches
+from infra.gcp.pool import (
+    CLOUD_RUN_PUSH,
+    IMAGE_NAME,
+    SECRET_OUTPUTS,
+    image_uri,
+    missing_outputs,
+    pool_mismatches,
+)
 from infra.gcp.secrets import SecretManager, adc_token, send
 from infra.gcp.settings import GcpSettings
 from infra.gcp.terraform import Terraform
-from infra.pools import read_pool_template
+from infra.pools import read_pool_template, read_pool_type
 
 
 def doctor_checks(
@@ -33,6 +40,9 @@ def doctor_checks(
     if not outputs:
         return checks
     checks.append(_pool(pool_name, outputs, settings))
+    checks += _kind(pool_name, outputs)
+    if outputs.get("worker_service_name"):
+        checks.append(_hosted_worker(pool_name, outputs))
     if token is None and checks[0].status != "ok":
         checks += _unchecked(outputs, settings)
         return checks
@@ -102,6 +112,44 @@ def _pool(pool_name: str, outputs: dict[str, str], settings: GcpSettings) -> Che
         return Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
     image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
     return Check(name, "ok", f"matches the stack (image {image})")
+
+
+def _kind(pool_name: str, outputs: dict[str, str]) -> list[Check]:
+    """The pool's kind against the stack's push_pool, and a push pool's credentials block."""
+    try:
+        pool_type = read_pool_type(pool_name)
+        template = read_pool_template(pool_name)
+    except (httpx.HTTPError, RuntimeError):  # the main doctor checks the Prefect API
+        return []
+    recorded = outputs.get("push_pool") == "true"
+    return CLOUD_RUN_PUSH.checks(pool_name, pool_type, template, recorded)
+
+
+def _hosted_worker(pool_name: str, outputs: dict[str, str]) -> Check:
+    """The stack's worker service heartbeats on the pool, else where to read its logs."""
+    from deployments.doctor import live_workers
+
+    service = outputs["worker_service_name"]
+    name = f"Worker service {service}"
+    logs = (
+        f"`gcloud run services logs read {service} --project {outputs['project']} "
+        f"--region {outputs['region']}`"
+    )
+    try:
+        alive = live_workers(pool_name)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        return Check(name, "warn", f"could not read the pool's workers ({type(exc).__name__})")
+    if alive:
+        return Check(name, "ok", f"live worker(s) on {pool_name}: {', '.join(alive)}")
+    return Check(
+        name,
+        "fail",
+        f"no live worker on {pool_name}: the service's worker does not reach this Prefect API "
+        "(or does not start), so flow runs stay Scheduled",
+        f"Read its logs: {logs}. A wrong PREFECT_API_URL or key: run `{UP_COMMAND}` with the "
+        "Prefect profile the worker should use (it stores PREFECT_API_KEY in the secret "
+        f"{outputs.get('prefect_api_key_secret') or 'prefect-api-key'}).",
+    )
 
 
 def _secrets(outputs: dict[str, str], secrets: SecretManager) -> list[Check]:

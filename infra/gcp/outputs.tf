@@ -42,3 +42,23 @@ output "secret_key_secret" {
   description = "Secret Manager secret id of the Numerai secret key (the secret, never its value)."
   value       = google_secret_manager_secret.secret_key.secret_id
 }
+
+output "push_pool" {
+  description = "Whether the stack was set up for a Prefect Cloud push pool (cloud-run-v2:push)."
+  value       = var.push_pool
+}
+
+output "worker_image" {
+  description = "Image of the worker service; empty when the stack runs no worker."
+  value       = var.worker_image
+}
+
+output "worker_service_name" {
+  description = "Cloud Run service running the Prefect worker; empty when the stack runs none."
+  value       = local.hosted_worker ? google_cloud_run_v2_service.worker[0].name : ""
+}
+
+output "prefect_api_key_secret" {
+  description = "Secret Manager secret id of the worker's PREFECT_API_KEY (the secret, never its value); empty without a worker service."
+  value       = local.hosted_worker ? google_secret_manager_secret.prefect_api_key[0].secret_id : ""
+}

@@ -12,7 +12,7 @@ from deployments.recovery import heartbeat_env
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.gcp.errors import UP_COMMAND, CredentialsBlockMissing, StackOutputsMissing
 from infra.gcp.settings import RESULTS_BLOCK, GcpSettings
-from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
+from infra.pools import RESULT_STORAGE_ENV, PushPool, default_template, set_default
 
 POOL_TYPE = CLOUD_RUN_V2
 IMAGE_NAME = "numerai-nodes"
@@ -23,6 +23,20 @@ SECRET_OUTPUTS = {
     PUBLIC_ID_ENV: "public_id_secret",
     SECRET_KEY_ENV: "secret_key_secret",
 }
+# The secret the hosted worker reads PREFECT_API_KEY from (the Terraform variable's default).
+PREFECT_API_KEY_SECRET = "prefect-api-key"
+# The Prefect Cloud push pool of the stack: the cloud-run-v2 template plus a GcpCredentials block.
+CLOUD_RUN_PUSH = PushPool(
+    hybrid_type=POOL_TYPE,
+    credentials_variable="credentials",
+    block_type="gcp-credentials",
+    up_command=UP_COMMAND,
+    credentials_how=(
+        "make a key of the worker service account (`gcloud iam service-accounts keys create "
+        "key.json --iam-account <worker_service_account_email output>`) and pass "
+        "--push-key-file key.json (or set NUMERAI_NODES_GCP_PUSH_KEY_FILE)"
+    ),
+)
 # Every Terraform output the pool needs.
 REQUIRED_OUTPUTS = (
     "project",
@@ -101,13 +115,16 @@ def cloud_run_pool_template(
     return template
 
 
-def stack_pool_template(outputs: dict[str, str], settings: GcpSettings) -> dict[str, Any]:
-    """The template `up` gives the pool, from the outputs and the settings."""
+def stack_pool_template(
+    outputs: dict[str, str], settings: GcpSettings, push_block_id: str | None = None
+) -> dict[str, Any]:
+    """The template `up` gives the pool, from the outputs and the settings; a push pool's
+    credentials are the GcpCredentials block `push_block_id`."""
     return cloud_run_pool_template(
         outputs,
         image=image_uri(outputs, settings.image_tag),
         preset=settings.preset,
-        credentials_block_id=credentials_block_id(settings.credentials_block),
+        credentials_block_id=push_block_id or credentials_block_id(settings.credentials_block),
         results_block=settings.results_block,
     )
 

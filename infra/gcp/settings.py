@@ -45,6 +45,15 @@ class GcpSettings(BaseSettings):
         None,
         description="GcpCredentials block the worker uses. Unset: Application Default Credentials.",
     )
+    push_credentials_block: str = Field(
+        "numerai-nodes-cloud-run-push",
+        description="Name of the GcpCredentials block a cloud-run-v2:push pool starts jobs with.",
+    )
+    push_key_file: Path | None = Field(
+        None,
+        description="JSON key file of the worker service account, for `up --push`: read into "
+        "the push pool's GcpCredentials block (then delete the file).",
+    )
     secret_manager_url: str = Field(
         "https://secretmanager.googleapis.com", description="Base URL of the Secret Manager API."
     )

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,18 @@ class Terraform:
     def init(self) -> None:
         self.run("init", "-input=false", "-no-color")
 
-    def apply(self, project: str, region: str, *extra: str, force_destroy: bool = False) -> None:
-        variables = _vars(project, region, force_destroy)
-        self.run("apply", "-auto-approve", "-input=false", "-no-color", *variables, *extra)
+    def apply(
+        self,
+        project: str,
+        region: str,
+        *extra: str,
+        force_destroy: bool = False,
+        variables: Mapping[str, str] | None = None,
+    ) -> None:
+        """`terraform apply` with the project, region and further `variables` (no secret ever:
+        they show in the process list and the state)."""
+        given = _vars(project, region, force_destroy, variables)
+        self.run("apply", "-auto-approve", "-input=false", "-no-color", *given, *extra)
 
     def destroy(self, project: str, region: str, *, force_destroy: bool = False) -> None:
         variables = _vars(project, region, force_destroy)
@@ -131,7 +140,7 @@ class Terraform:
 
     def _env(self) -> dict[str, str]:
         # The keys go to Secret Manager through its API: Terraform never sees them.
-        hidden = set(key_env_names())
+        hidden = {*key_env_names(), "PREFECT_API_KEY"}
         env = {name: value for name, value in os.environ.items() if name not in hidden}
         return env | {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 
@@ -158,11 +167,13 @@ class Terraform:
             shutil.copyfile(path, self.work_dir / path.name)
 
 
-def _vars(project: str, region: str, force_destroy: bool) -> list[str]:
+def _vars(
+    project: str, region: str, force_destroy: bool, extra: Mapping[str, str] | None = None
+) -> list[str]:
     variables = [f"-var=project={project}", f"-var=region={region}"]
     if force_destroy:
         variables.append("-var=force_destroy=true")
-    return variables
+    return variables + [f"-var={name}={value}" for name, value in (extra or {}).items()]
 
 
 def _as_text(value: Any) -> str:

@@ -67,3 +67,39 @@ variable "labels" {
   description = "Labels added to every resource that takes labels."
   default     = {}
 }
+
+variable "push_pool" {
+  type        = bool
+  description = "Whether the nodes run on a Prefect Cloud push pool (cloud-run-v2:push), which starts jobs with a key of the worker service account (made by you, kept in a Prefect block, never here). Set by `infra gcp up --push`."
+  default     = false
+}
+
+variable "worker_image" {
+  type        = string
+  description = "Image of an always-on Prefect worker run as a Cloud Run service (e.g. the node image, which holds prefect-gcp). Empty means no worker service: run `prefect worker start` elsewhere, or use a push pool."
+  default     = ""
+}
+
+variable "work_pool_name" {
+  type        = string
+  description = "Prefect work pool the worker service takes flow runs from."
+  default     = "cloud-run"
+}
+
+variable "prefect_api_url" {
+  type        = string
+  description = "Prefect API URL of the worker service (e.g. https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>). Needed with worker_image."
+  default     = ""
+}
+
+variable "worker_api_key" {
+  type        = bool
+  description = "Whether the worker service reads PREFECT_API_KEY from the prefect_api_key_secret secret (false for a self-hosted server without auth)."
+  default     = true
+}
+
+variable "prefect_api_key_secret" {
+  type        = string
+  description = "Secret Manager secret id that holds the worker's PREFECT_API_KEY (the value is added by the CLI, not Terraform)."
+  default     = "prefect-api-key"
+}

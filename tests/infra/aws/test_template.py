@@ -181,3 +181,18 @@ def test_worker_service_is_optional(template):
     assert resources["WorkerService"]["Condition"] == "CreateWorkerService"
     assert resources["WorkerTaskDefinition"]["Condition"] == "CreateWorkerService"
     assert template["Parameters"]["WorkerImage"]["Default"] == ""
+
+
+def test_the_push_user_is_optional_and_may_do_what_the_worker_may_only(template):
+    resources = template["Resources"]
+    assert template["Parameters"]["PushPool"]["Default"] == "false"
+    for name in ("PushUser", "PushGroup"):
+        assert resources[name]["Condition"] == "IsPushPool"
+    user = resources["PushUser"]["Properties"]
+    assert user["Groups"] == [{"Ref": "PushGroup"}]
+    assert "Policies" not in user and "ManagedPolicyArns" not in user
+    group = resources["PushGroup"]["Properties"]
+    assert group["ManagedPolicyArns"] == [{"Ref": "WorkerPolicy"}]
+    # The key is the user's to make: none in the stack, its state or its outputs.
+    assert not [r for r in resources.values() if r["Type"] == "AWS::IAM::AccessKey"]
+    assert template["Outputs"]["PushUserName"]["Condition"] == "IsPushPool"

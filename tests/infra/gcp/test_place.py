@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,13 +62,14 @@ OUTPUTS = {
 # environment, keeps local state in its working directory as terraform does, and keeps the
 # "cloud" (which buckets exist) beside itself, so a kept bucket outlives `destroy`.
 _FAKE_TERRAFORM = """\
-import json, os, sys
+import json, os, sys, time
 from pathlib import Path
 here = Path(__file__).parent
 args = sys.argv[1:]
-keys = [k for k in KEY_NAMES if k in os.environ]
+keys = [k for k in KEY_NAMES + ("PREFECT_API_KEY",) if k in os.environ]
 with open(here / "calls.jsonl", "a") as log:
-    log.write(json.dumps({"argv": args, "cwd": os.getcwd(), "keys_in_env": keys}) + "\\n")
+    log.write(json.dumps({"argv": args, "cwd": os.getcwd(), "keys_in_env": keys,
+                          "time": time.time()}) + "\\n")
 state = Path("terraform.tfstate")
 cloud = here / "buckets.json"
 buckets = json.loads(cloud.read_text()) if cloud.exists() else []
@@ -94,9 +96,24 @@ if args[0] == "init":
     Path(".terraform").mkdir(exist_ok=True)
     print("Initializing provider plugins...")
     print("Terraform has been successfully initialized!")
+elif args[0] == "apply" and "-target=google_secret_manager_secret.prefect_api_key" in args:
+    current = current or {"bucket": None, "outputs": {}}
+    current["prefect_api_key_secret"] = True
+    save()
+    print("google_secret_manager_secret.prefect_api_key[0]: Creating...")
+    print("Apply complete! Resources: 2 added, 0 changed, 0 destroyed.")
 elif args[0] == "apply":
+    image = variables.get("worker_image", "")
+    if image and not variables.get("prefect_api_url"):
+        fail("Resource precondition failed: worker_image needs prefect_api_url")
     current = current or {"bucket": None}
-    current["outputs"] = OUTPUTS
+    current["outputs"] = {
+        **OUTPUTS,
+        "push_pool": variables.get("push_pool", "false"),
+        "worker_image": image,
+        "worker_service_name": "numerai-nodes-worker" if image else "",
+        "prefect_api_key_secret": "prefect-api-key" if image else "",
+    }
     print("google_storage_bucket.cache: Creating...")
     if current["bucket"] is None:
         if bucket in buckets:
@@ -185,6 +202,7 @@ class _FakeGoogle(BaseHTTPRequestHandler):
     versions: dict[str, list[str]]
     tags: set[str]
     auth: list[str]
+    added: list[tuple[float, str]]
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -208,6 +226,7 @@ class _FakeGoogle(BaseHTTPRequestHandler):
         secret = self.path.removesuffix(":addVersion")
         values = self.versions.setdefault(secret, [])
         values.append(base64.b64decode(body["payload"]["data"]).decode())
+        self.added.append((time.time(), secret))
         self._reply(200, {"name": f"{secret}/versions/{len(values)}", "state": "ENABLED"})
 
     def do_GET(self) -> None:
@@ -225,7 +244,9 @@ class _FakeGoogle(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def google_api() -> Iterator[tuple[str, type[_FakeGoogle]]]:
-    handler = type("Handler", (_FakeGoogle,), {"versions": {}, "tags": set(), "auth": []})
+    handler = type(
+        "Handler", (_FakeGoogle,), {"versions": {}, "tags": set(), "auth": [], "added": []}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -762,3 +783,233 @@ def test_cli_raises_missing_terraform_for_the_top_level_to_print(
     assert result.exit_code == 1
     assert isinstance(result.exception, TerraformMissing)
     assert "Terraform was not found" in str(result.exception)
+
+
+# --- push pools on Prefect Cloud ------------------------------------------------------------
+
+WORKER_SA = OUTPUTS["worker_service_account_email"]
+
+
+def _key_file(path: Path, client_email: str) -> Path:
+    """A service account key file as `gcloud iam service-accounts keys create` writes it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "numerai-test",
+                "private_key_id": "1",
+                "private_key": pem,
+                "client_email": client_email,
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    return path
+
+
+def _private_key(path: Path) -> str:
+    """The middle of the key's base64 body: never in a message, argv, output or template."""
+    body = json.loads(path.read_text())["private_key"].split("\n")
+    return body[len(body) // 2]
+
+
+def _text(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def cloud(prefect_server):
+    from tests.infra.aws.prefect_cloud import cloud_shaped_api
+
+    with cloud_shaped_api(prefect_server) as url:
+        yield url
+
+
+def test_cli_up_push_makes_a_cloud_run_push_pool_on_prefect_cloud(
+    settings, cli_env, cloud, tmp_path, fake_terraform, google_api
+):
+    import asyncio
+
+    from prefect import get_client
+    from prefect_gcp import GcpCredentials
+    from prefect_gcp.workers.cloud_run_v2 import CloudRunWorkerV2
+
+    from infra.gcp.pool import CLOUD_RUN_PUSH
+    from infra.pools import PushCredentialsMissing, default_template, read_pool_type
+
+    runner = CliRunner()
+    pool = settings.pool_name
+    # On Prefect Cloud without --push: a hybrid pool, and how to choose push.
+    result = runner.invoke(app, ["up"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) == "cloud-run-v2"
+    assert "cloud-run-v2:push" in _text(result) and f"prefect work-pool delete {pool}" in _text(
+        result
+    )
+    assert runner.invoke(app, ["down", "--yes"]).exit_code == 0
+
+    # --push without a key: the stack records it, and the error says how to make the key.
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, PushCredentialsMissing)
+    assert "gcloud iam service-accounts keys create" in str(result.exception)
+    assert "--push-key-file" in str(result.exception)
+    applies = [c["argv"] for c in _calls(fake_terraform) if c["argv"][0] == "apply"]
+    assert "-var=push_pool=true" in applies[-1]
+
+    # A key of another service account is refused, without showing the key.
+    wrong = _key_file(tmp_path / "deployer.json", "deployer@numerai-test.iam.gserviceaccount.com")
+    result = runner.invoke(app, ["up", "--push-key-file", str(wrong)])
+    assert result.exit_code == 1 and isinstance(result.exception, GcpSettingsError)
+    assert WORKER_SA in str(result.exception) and _private_key(wrong) not in str(result.exception)
+
+    # The worker service account's key: the stack recorded --push, so no flag is needed.
+    key = _key_file(tmp_path / "worker.json", WORKER_SA)
+    result = runner.invoke(app, ["up", "--push-key-file", str(key)])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) == "cloud-run-v2:push"
+    assert "no worker to run" in _text(result)
+    block = GcpCredentials.load("numerai-nodes-cloud-run-push")
+    assert block.service_account_info.get_secret_value()["client_email"] == WORKER_SA
+    template = read_pool_template(pool)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(
+            "numerai-nodes-cloud-run-push", "gcp-credentials"
+        )
+    assert _defaults(template)["credentials"] == {"$ref": {"block_document_id": str(document.id)}}
+
+    # No key of any kind in the pool, the block's Numerai side, the output or Terraform.
+    visible = json.dumps(template) + result.output + json.dumps(_calls(fake_terraform))
+    for secret in (PUBLIC_ID, SECRET_KEY, _private_key(key)):
+        assert secret not in visible
+    stored = json.dumps(block.model_dump(mode="json", context={"include_secrets": True}))
+    assert PUBLIC_ID not in stored and SECRET_KEY not in stored
+
+    # The template is one the Cloud Run v2 worker accepts, block reference resolved.
+    assert set(default_template("cloud-run-v2")["variables"]["properties"]) <= set(
+        _defaults(template)
+    )
+
+    async def configuration():
+        async with get_client() as client:
+            return await CloudRunWorkerV2.job_configuration.from_template_and_values(
+                template, {}, client=client
+            )
+
+    config = asyncio.run(configuration())
+    assert config.credentials.service_account_info.get_secret_value()["client_email"] == WORKER_SA
+    assert config.region == OUTPUTS["region"]
+    assert (
+        config.job_body["template"]["template"]["serviceAccount"]
+        == (OUTPUTS["service_account_email"])
+    )
+
+    # doctor: the pool's kind and its block.
+    checks = {c.name: c for c in doctor_checks(pool, settings=settings, token=lambda: "t")}
+    assert checks["cloud-run-v2 pool kind"].status == "ok"
+    assert checks["cloud-run-v2 push credentials"].status == "ok"
+    assert checks[f"Work pool {pool}"].status == "ok", checks[f"Work pool {pool}"]
+    # A hybrid pool where the stack recorded --push names the fix.
+    (check,) = CLOUD_RUN_PUSH.checks(pool, "cloud-run-v2", template, recorded=True)
+    assert check.status == "fail" and f"prefect work-pool delete {pool}" in check.fix
+    assert "infra gcp up --push" in check.fix
+
+    result = runner.invoke(app, ["down", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) is None
+    assert "deleted block gcp-credentials/numerai-nodes-cloud-run-push" in _text(result)
+
+
+def test_push_is_refused_off_prefect_cloud(settings, cli_env, fake_terraform, prefect_server):
+    from infra.pools import PushNeedsPrefectCloud
+
+    result = CliRunner().invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and isinstance(result.exception, PushNeedsPrefectCloud)
+    assert "prefect cloud login" in str(result.exception)
+    assert not [c for c in _calls(fake_terraform) if c["argv"][0] == "apply"]
+
+
+# --- the hosted worker ----------------------------------------------------------------------
+
+API_KEY = "pnu_fakeprefectapikey0123456789"
+WORKER_IMAGE = f"{OUTPUTS['repository_url']}/numerai-nodes:v1"
+
+
+def test_worker_image_reaches_terraform_and_the_api_key_secret_manager_only(
+    settings, cli_env, fake_terraform, google_api, prefect_server, monkeypatch
+):
+    from prefect.settings import PREFECT_API_KEY, temporary_settings
+
+    _, fake = google_api
+    monkeypatch.setenv("PREFECT_API_KEY", API_KEY)  # Terraform must not inherit it
+    runner = CliRunner()
+    with temporary_settings({PREFECT_API_KEY: API_KEY}):
+        result = runner.invoke(app, ["up", "--worker-image", WORKER_IMAGE])
+    assert result.exit_code == 0, result.output
+    calls = _calls(fake_terraform)
+    applies = [c for c in calls if c["argv"][0] == "apply"]
+    target, full = applies[-2:]
+    assert "-target=google_secret_manager_secret.prefect_api_key" in target["argv"]
+    for argv in (target["argv"], full["argv"]):
+        assert f"-var=worker_image={WORKER_IMAGE}" in argv
+        assert f"-var=prefect_api_url={prefect_server}" in argv
+        assert f"-var=work_pool_name={settings.pool_name}" in argv
+        assert "-var=worker_api_key=true" in argv
+    # The key's version exists before the service that reads it is applied.
+    secret = "/v1/projects/numerai-test/secrets/prefect-api-key"
+    assert fake.versions[secret] == [API_KEY]
+    (added,) = [when for when, name in fake.added if name == secret]
+    assert target["time"] < added < full["time"]
+    assert API_KEY not in json.dumps(calls) and API_KEY not in result.output
+    assert all(call["keys_in_env"] == [] for call in calls)
+    assert "numerai-nodes-worker" in _text(result)
+    assert "loopback address" in _text(result)  # Cloud Run cannot reach this machine's server
+
+    # A second `up` keeps the service; --worker-image '' removes it.
+    with temporary_settings({PREFECT_API_KEY: API_KEY}):
+        assert runner.invoke(app, ["up", "--skip-keys"]).exit_code == 0
+    assert f"-var=worker_image={WORKER_IMAGE}" in _calls(fake_terraform)[-2]["argv"]
+    result = runner.invoke(app, ["up", "--skip-keys", "--worker-image", ""])
+    assert result.exit_code == 0, result.output
+    last = [c["argv"] for c in _calls(fake_terraform) if c["argv"][0] == "apply"][-1]
+    assert "-var=worker_image=" in last and "-var=prefect_api_url=" in last
+    assert gcp.status(settings).outputs["worker_service_name"] == ""
+
+
+def test_doctor_checks_the_hosted_worker_heartbeat(
+    settings, fake_terraform, google_api, prefect_server
+):
+    from prefect import get_client
+
+    gcp.up(settings, None, worker_image=WORKER_IMAGE)
+    pool = settings.pool_name
+
+    def worker_check():
+        checks = doctor_checks(pool, settings=settings, token=lambda: "t")
+        (check,) = [c for c in checks if c.name == "Worker service numerai-nodes-worker"]
+        return check
+
+    dead = worker_check()
+    assert dead.status == "fail" and "no live worker" in dead.detail
+    assert (
+        "gcloud run services logs read numerai-nodes-worker --project numerai-test "
+        "--region europe-west4" in dead.fix
+    )
+    with get_client(sync_client=True) as client:
+        client.send_worker_heartbeat(pool, "cloud-run-worker-1", heartbeat_interval_seconds=30)
+    alive = worker_check()
+    assert alive.status == "ok" and "cloud-run-worker-1" in alive.detail
+    # Without a hosted worker there is nothing of the service to check.
+    gcp.up(settings, None, worker_image="")
+    names = {c.name for c in doctor_checks(pool, settings=settings, token=lambda: "t")}
+    assert "Worker service numerai-nodes-worker" not in names

@@ -133,7 +133,7 @@ def test_no_secret_version_in_terraform(resources, config):
     for name, body in _blocks(config, "variable").items():
         assert not body.get("sensitive"), f"variable {name} suggests a secret value in state"
     secrets = {name for kind, name in resources if kind == "google_secret_manager_secret"}
-    assert secrets == {"public_id", "secret_key"}
+    assert secrets == {"public_id", "secret_key", "prefect_api_key"}
 
 
 def test_bucket_is_private_versioned_and_expires_old_versions(resources):
@@ -189,6 +189,73 @@ def test_worker_may_act_as_the_job_account_only(resources):
         body["role"] for (kind, _), body in resources.items() if kind == "google_project_iam_member"
     }
     assert project_roles == {"roles/logging.logWriter", "roles/run.developer"}
+
+
+def test_worker_service_account_grants_are_these_only(resources):
+    worker = "serviceAccount:${google_service_account.worker[0].email}"
+    grants = {
+        (kind, body.get("role"), body.get("secret_id") or body.get("service_account_id") or "")
+        for (kind, _), body in resources.items()
+        if kind.endswith("_iam_member") and _member_of(body) == worker
+    }
+    assert grants == {
+        ("google_project_iam_member", "roles/run.developer", ""),
+        (
+            "google_service_account_iam_member",
+            "roles/iam.serviceAccountUser",
+            "${google_service_account.job.name}",
+        ),
+        # The hosted worker reads its Prefect API key, and no other secret.
+        (
+            "google_secret_manager_secret_iam_member",
+            "roles/secretmanager.secretAccessor",
+            "${google_secret_manager_secret.prefect_api_key[0].id}",
+        ),
+    }
+
+
+def _one(value: Any) -> Any:
+    """python-hcl2 gives each nested block as a list of one."""
+    return value[0] if isinstance(value, list) else value
+
+
+def test_worker_service_is_optional_private_and_always_on(resources, config):
+    from infra.gcp.pool import POOL_TYPE, PREFECT_API_KEY_SECRET
+
+    variables = _blocks(config, "variable")
+    assert variables["worker_image"]["default"] == ""
+    assert variables["prefect_api_key_secret"]["default"] == PREFECT_API_KEY_SECRET
+    assert variables["work_pool_name"]["default"] == "cloud-run"
+    service = resources[("google_cloud_run_v2_service", "worker")]
+    assert service["count"] == "${local.hosted_worker ? 1 : 0}"
+    (locals_,) = [item for item in config["locals"] if "hosted_worker" in item]
+    assert locals_["hosted_worker"] == '${var.worker_image != ""}'
+    # A worker only calls out: nothing may call in.
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    template = _one(service["template"])
+    assert template["service_account"] == "${google_service_account.worker[0].email}"
+    scaling = _one(template["scaling"])
+    assert (scaling["min_instance_count"], scaling["max_instance_count"]) == (1, 1)
+    container = _one(template["containers"])
+    assert container["image"] == "${var.worker_image}"
+    assert container["command"] == ["prefect"]
+    args = container["args"]
+    assert args[:2] == ["worker", "start"]
+    assert args[args.index("--pool") + 1] == "${var.work_pool_name}"
+    assert args[args.index("--type") + 1] == POOL_TYPE
+    assert "--with-healthcheck" in args  # the probes' /health on port 8080
+    assert _one(container["resources"])["cpu_idle"] is False
+    env = {_one(item)["name"]: _one(item) for item in container["env"]}
+    assert env["PREFECT_API_URL"]["value"] == "${var.prefect_api_url}"
+    # The API key comes from Secret Manager, never a value in the configuration or state.
+    (dynamic,) = container["dynamic"]
+    key = _one(dynamic["env"]["content"])
+    assert key["name"] == "PREFECT_API_KEY" and "value" not in key
+    ref = _one(_one(key["value_source"])["secret_key_ref"])
+    assert ref["secret"] == "${google_secret_manager_secret.prefect_api_key[0].secret_id}"
+    assert resources[("google_secret_manager_secret", "prefect_api_key")]["count"] == (
+        "${local.hosted_worker ? 1 : 0}"
+    )
 
 
 def test_no_broad_or_binding_resources(resources):
