@@ -1,4 +1,4 @@
-"""Machine-size presets (`gen-m`, `mem-l`, …): ECS and Cloud Run v2 job variables, and what fits."""
+"""Machine-size presets (`gen-m`, `mem-l`, …): job variables on ECS, Cloud Run, ACI; what fits."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ FAMILIES = ("gen", "cpu", "mem")
 SIZES = ("xs", "s", "m", "l", "xl", "2xl")
 ECS = "ecs"
 CLOUD_RUN_V2 = "cloud-run-v2"
+ACI = "azure-container-instance"
+# The pools every preset runs on (`numerai-nodes sizes` shows each); ACI runs the smaller ones.
 POOL_TYPES = (ECS, CLOUD_RUN_V2)
+VALID_POOL_TYPES = (*POOL_TYPES, ACI)
+# One ACI container group (standard Linux, no GPU) gets at most 4 vCPU and 16 GB.
+ACI_MAX_CPU = 4.0
+ACI_MAX_MEMORY_GB = 16.0
 # Cloud Run's default task timeout is 600 s: too short to train a model on a cold cache.
 CLOUD_RUN_TIMEOUT_SECONDS = 3600
 
@@ -32,6 +38,8 @@ class Size:
 
 # Fargate: gen has 4 GiB per vCPU, cpu 2 GiB, mem 8 GiB (capped at Fargate's maximum).
 # Cloud Run allows at most 4 GiB per vCPU and 8 vCPU / 32 GiB, so its larger sizes cap there.
+# ACI takes Fargate's size as cores and GB (fractions allowed), up to its container-group limit;
+# a bigger preset is refused there rather than silently shrunk.
 _GIB = 1024
 PRESETS: dict[str, Size] = {
     "gen-xs": Size(512, 2 * _GIB, 1, 2 * _GIB),
@@ -74,7 +82,8 @@ Preset = Annotated[str, AfterValidator(known_preset)]
 
 
 def job_variables(preset: str, pool_type: str) -> dict:
-    """Job variables that size a flow run on a pool of `pool_type` (`ecs` or `cloud-run-v2`)."""
+    """Job variables that size a flow run on a pool of `pool_type` (`ecs`, `cloud-run-v2` or
+    `azure-container-instance`)."""
     size = PRESETS[known_preset(preset)]
     if pool_type == ECS:
         # prefect-aws takes CPU units and MiB as integers.
@@ -85,6 +94,10 @@ def job_variables(preset: str, pool_type: str) -> dict:
             "memory": f"{size.cloud_run_memory_mib // _GIB}Gi",
             "timeout": CLOUD_RUN_TIMEOUT_SECONDS,
         }
+    if pool_type == ACI:
+        # prefect-azure takes vCPU cores and GB as floats (ARM's `cpu` and `memoryInGB`).
+        cpu, memory_gb = _aci_size(preset)
+        return {"cpu": cpu, "memory": memory_gb}
     raise _unknown_pool_type(pool_type)
 
 
@@ -95,12 +108,50 @@ def machine(preset: str, pool_type: str) -> tuple[float, int]:
         return size.fargate_cpu / 1024, size.fargate_memory_mib
     if pool_type == CLOUD_RUN_V2:
         return float(size.cloud_run_cpu), size.cloud_run_memory_mib
+    if pool_type == ACI:
+        cpu, memory_gb = _aci_size(preset)
+        return cpu, int(memory_gb * _GIB)
     raise _unknown_pool_type(pool_type)
+
+
+def runs_on(preset: str, pool_type: str) -> bool:
+    """Whether a pool of `pool_type` can give a flow run the size of `preset`."""
+    known_preset(preset)
+    if pool_type == ACI:
+        return _within_aci(PRESETS[preset])
+    if pool_type in POOL_TYPES:
+        return True
+    raise _unknown_pool_type(pool_type)
+
+
+def _within_aci(size: Size) -> bool:
+    return (
+        size.fargate_cpu / 1024 <= ACI_MAX_CPU
+        and size.fargate_memory_mib / _GIB <= ACI_MAX_MEMORY_GB
+    )
+
+
+def _aci_size(preset: str) -> tuple[float, float]:
+    """(cores, GB) of `preset` on ACI, or a ConfigurationError naming the family's biggest
+    preset that fits."""
+    size = PRESETS[preset]
+    cpu, memory_gb = size.fargate_cpu / 1024, size.fargate_memory_mib / _GIB
+    if _within_aci(size):
+        return cpu, memory_gb
+    family = preset.split("-", 1)[0]
+    siblings = [name for name in preset_names() if name.startswith(f"{family}-")]
+    biggest = [name for name in siblings if _within_aci(PRESETS[name])][-1]
+    raise ConfigurationError(
+        f"Size preset '{preset}' ({cpu:g} vCPU, {memory_gb:g} GB) is beyond what one Azure "
+        f"Container Instances container group gets ({ACI_MAX_CPU:g} vCPU and "
+        f"{ACI_MAX_MEMORY_GB:g} GB). Choose '{biggest}', the biggest {family} preset that fits, "
+        "or run this node on ECS or Cloud Run."
+    )
 
 
 def _unknown_pool_type(pool_type: str) -> ConfigurationError:
     return ConfigurationError(
-        f"Unknown work pool type '{pool_type}'. Valid pool types: {', '.join(POOL_TYPES)}."
+        f"Unknown work pool type '{pool_type}'. Valid pool types: {', '.join(VALID_POOL_TYPES)}."
     )
 
 
@@ -132,7 +183,8 @@ def needed_mib(feature_set: str, stage: str) -> int:
 
 def fits(preset: str, pool_type: str) -> dict[str, dict[str, bool]]:
     """For each stage (`train`, `predict`), whether each feature set fits in the memory of
-    `preset` on a pool of `pool_type`, by the estimates above."""
+    `preset` on a pool of `pool_type`, by the estimates above (a ConfigurationError where the
+    pool cannot run the preset at all: see `runs_on`)."""
     _, memory_mib = machine(preset, pool_type)
     return {
         stage: {name: needed_mib(name, stage) <= memory_mib for name in FEATURE_SETS}

@@ -1,10 +1,11 @@
-"""Numerai API keys: from the environment first, then from Prefect Secret blocks."""
+"""Numerai API keys: from the environment, then an Azure Key Vault, then Prefect Secret blocks."""
 
 from __future__ import annotations
 
 import httpx
 from prefect.blocks.system import Secret
 
+from flows.key_vault import key_vault_keys
 from flows.numerai import NumeraiClient
 from flows.settings import NodesSettings, load_settings
 
@@ -13,6 +14,8 @@ def load_keys(settings: NodesSettings) -> tuple[str | None, str | None]:
     """Return (public_id, secret_key), or (None, None) when no keys are configured anywhere."""
     if settings.public_id and settings.secret_key:
         return settings.public_id.get_secret_value(), settings.secret_key.get_secret_value()
+    if settings.key_vault_url:
+        return key_vault_keys(settings.key_vault_url.rstrip("/") + "/")
     public_id = _secret_block(settings.public_id_block)
     secret_key = _secret_block(settings.secret_key_block)
     if public_id and secret_key:

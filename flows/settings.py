@@ -18,6 +18,7 @@ SECRET_KEY_ENV = "NUMERAI_SECRET_KEY"
 KEY_ENV = (PUBLIC_ID_ENV, SECRET_KEY_ENV)
 YAHOO_URL_ENV = f"{ENV_PREFIX}YAHOO_URL"
 HOME_ENV = f"{ENV_PREFIX}HOME"
+KEY_VAULT_URL_ENV = f"{ENV_PREFIX}KEY_VAULT_URL"
 
 
 class HomeSettings(BaseSettings):
@@ -49,6 +50,13 @@ class NodesSettings(HomeSettings):
         None,
         description="Numerai API secret key.",
         validation_alias=AliasChoices(SECRET_KEY_ENV, f"{ENV_PREFIX}SECRET_KEY"),
+    )
+    key_vault_url: str | None = Field(
+        None,
+        description="Azure Key Vault holding the keys as secrets `numerai-public-id` and "
+        "`numerai-secret-key`, e.g. `https://<vault>.vault.azure.net/` (env "
+        "NUMERAI_NODES_KEY_VAULT_URL; the Azure pool sets it). Read with the Azure identity of "
+        "the process, after the environment's keys and before the Prefect Secret blocks.",
     )
     public_id_block: str = Field(
         "numerai-public-id", description="Prefect Secret block holding the public id."

@@ -8,7 +8,7 @@ model, so a record always names a whole model.
 Where it lives:
 - locally, files under `<home>/models/<Numerai API>/` (atomic writes, a lock per key while
   training: two nodes of one spec on one machine train it once);
-- on a cloud pool, the pool's result storage block (S3 or GCS: the pools set
+- on a cloud pool, the pool's result storage block (S3, GCS or Azure Blob: the pools set
   PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK), under `models/`, so a fresh container finds the model
   a training run wrote elsewhere.
 """
@@ -100,7 +100,8 @@ class _LocalStorage:
 
 
 class _BlockStorage:
-    """A Prefect storage block (S3Bucket, GcsBucket, …) under the folder `models/`."""
+    """A Prefect storage block (S3Bucket, GcsBucket, AzureBlobStorageContainer) under the folder
+    `models/`."""
 
     def __init__(self, block: Any, slug: str):
         self.block = block
@@ -120,12 +121,17 @@ class _BlockStorage:
     def names(self, folder: str) -> list[str]:
         if hasattr(self.block, "list_objects"):  # S3Bucket
             keys = [item["Key"] for item in self.block.list_objects(f"models/{folder}")]
+        elif hasattr(self.block, "container_name"):  # AzureBlobStorageContainer
+            # It lists the whole container, by full name (its base folder included).
+            base = (self.block.base_folder or "").strip("/")
+            prefix = "/".join(part for part in (base, "models", folder) if part) + "/"
+            keys = [name for name in self.block.list_blobs() if name.startswith(prefix)]
         elif hasattr(self.block, "list_blobs"):  # GcsBucket
             keys = [blob.name for blob in self.block.list_blobs(f"models/{folder}")]
         else:
             raise ConfigurationError(
                 f"The storage block {self.where} cannot list its files, so the model store "
-                "cannot find its models there. Use an S3 or GCS bucket block."
+                "cannot find its models there. Use an S3, GCS or Azure Blob Storage block."
             )
         return sorted(PurePosixPath(key).name for key in keys)
 

@@ -41,6 +41,13 @@ PLACES = (
     Place(
         "gcp", ("cloud-run-v2", "cloud-run"), "cloud-run", "infra.gcp", "numerai-nodes infra gcp up"
     ),
+    Place(
+        "azure",
+        ("azure-container-instance",),
+        "azure",
+        "infra.azure",
+        "numerai-nodes infra azure up",
+    ),
 )
 
 

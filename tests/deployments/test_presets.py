@@ -1,4 +1,4 @@
-"""Size presets map to valid Fargate and Cloud Run v2 sizes."""
+"""Size presets map to valid Fargate, Cloud Run v2 and Azure Container Instances sizes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import re
 
 import pytest
 
-from deployments.presets import FAMILIES, SIZES, job_variables, preset_names
+from deployments.presets import (
+    ACI,
+    FAMILIES,
+    SIZES,
+    fits,
+    job_variables,
+    machine,
+    preset_names,
+    runs_on,
+)
 from flows.errors import ConfigurationError, NodeError
 
 # AWS Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
@@ -78,6 +87,57 @@ def test_memory_grows_with_size(family):
         assert larger > smaller or smaller == larger == 32768, cloud_run
 
 
+# Azure Container Instances, standard Linux container groups: at most 4 vCPU and 16 GB, CPU and
+# memory to one decimal place.
+_ACI_MAX_CPU, _ACI_MAX_GB = 4, 16
+_BEYOND_ACI = {"gen-xl", "gen-2xl", "cpu-xl", "cpu-2xl", "mem-l", "mem-xl", "mem-2xl"}
+
+
+@pytest.mark.parametrize("preset", sorted(set(preset_names()) - _BEYOND_ACI))
+def test_preset_is_a_valid_aci_size(preset):
+    variables = job_variables(preset, ACI)
+    assert set(variables) == {"cpu", "memory"}
+    cpu, memory = variables["cpu"], variables["memory"]
+    assert isinstance(cpu, float) and isinstance(memory, float)
+    assert 0 < cpu <= _ACI_MAX_CPU and 0 < memory <= _ACI_MAX_GB, variables
+    assert round(cpu, 1) == cpu and round(memory, 1) == memory, variables
+    # The same machine as on Fargate: the preset means one size wherever it runs.
+    assert machine(preset, ACI) == machine(preset, "ecs")
+    assert runs_on(preset, ACI)
+
+
+@pytest.mark.parametrize("preset", sorted(_BEYOND_ACI))
+def test_a_preset_beyond_aci_is_refused_naming_the_biggest_that_fits(preset):
+    family = preset.split("-")[0]
+    biggest = {"gen": "gen-l", "cpu": "cpu-l", "mem": "mem-m"}[family]
+    assert not runs_on(preset, ACI)
+    for call in (job_variables, machine, fits):
+        with pytest.raises(ConfigurationError) as error:
+            call(preset, ACI)
+        message = str(error.value)
+        assert f"'{preset}'" in message and f"'{biggest}'" in message, message
+        assert "4 vCPU and 16 GB" in message
+    assert runs_on(biggest, ACI)
+    # The biggest that fits is the biggest: the next size of its family is refused.
+    sizes = [f"{family}-{size}" for size in SIZES]
+    assert sizes[sizes.index(biggest) + 1] in _BEYOND_ACI
+
+
+def test_aci_memory_grows_with_size_within_its_limit():
+    for family in FAMILIES:
+        names = [f"{family}-{size}" for size in SIZES if runs_on(f"{family}-{size}", ACI)]
+        memory = [job_variables(name, ACI)["memory"] for name in names]
+        assert len(names) >= 3 and memory == sorted(set(memory)), (family, memory)
+    # The default preset (gen-m) runs on ACI, with room to train on every Classic feature.
+    assert job_variables("gen-m", ACI) == {"cpu": 2.0, "memory": 8.0}
+    assert fits("gen-m", ACI)["train"]["all"]
+
+
+def test_every_preset_runs_on_ecs_and_cloud_run():
+    for name in preset_names():
+        assert runs_on(name, "ecs") and runs_on(name, "cloud-run-v2")
+
+
 def test_unknown_preset_names_the_valid_ones():
     with pytest.raises(ConfigurationError, match="Unknown size preset 'huge'") as error:
         job_variables("huge", "ecs")
@@ -87,8 +147,10 @@ def test_unknown_preset_names_the_valid_ones():
 
 
 def test_unknown_pool_type():
-    with pytest.raises(ConfigurationError, match="cloud-run-v2"):
+    with pytest.raises(ConfigurationError, match="cloud-run-v2, azure-container-instance"):
         job_variables("gen-m", "kubernetes")
+    with pytest.raises(ConfigurationError, match="Unknown work pool type 'kubernetes'"):
+        runs_on("gen-m", "kubernetes")
 
 
 @pytest.mark.parametrize("module", ["aws", "gcp"])

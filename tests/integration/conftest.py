@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from deployments.cli import app
 from infra.local.stack import LocalStack, StackSettings
 from tests.integration import podman
+from tests.integration.azurite import Azurite
+from tests.integration.azurite import unavailable as azurite_unavailable
 from tests.integration.containers import Launcher, LocalProcesses, Podman
 from tests.integration.local_stack import PROJECT, Stack, logs
 from tests.integration.postgres import Postgres
@@ -87,3 +89,14 @@ def launcher(image_build, tmp_path_factory) -> Launcher:
     if image_build is None:
         return LocalProcesses(PROJECT, tmp_path_factory.mktemp("container-homes"))
     return Podman()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory) -> Iterator[Azurite]:
+    """Azurite's Blob storage on loopback for the session; the test is skipped, with the install
+    command, where Azurite is not installed."""
+    reason = azurite_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Azurite(tmp_path_factory.mktemp("azurite")) as running:
+        yield running

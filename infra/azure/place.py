@@ -1,0 +1,281 @@
+"""The nodes on Azure: `up`, `down` and `status` of the Terraform stack, its keys and its pool."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from prefect_azure import AzureBlobStorageCredentials
+from prefect_azure.blob_storage import AzureBlobStorageContainer
+
+from deployments import recovery
+from infra.azure.credentials import default_subscription
+from infra.azure.errors import UP_COMMAND, AzureSettingsError, StackOutputsMissing, TerraformFailed
+from infra.azure.pool import (
+    IMAGE_VARIABLE,
+    POOL_TYPE,
+    image_uri,
+    missing_outputs,
+    pool_mismatches,
+    stack_pool_template,
+)
+from infra.azure.secrets import KEY_OUTPUTS, KeyVault
+from infra.azure.settings import AzureSettings
+from infra.azure.terraform import Progress, Terraform, no_progress, stack_variables
+from infra.cloud import (
+    NumeraiKeys,
+    PlaceStatus,
+    missing_stack_status,
+    remove_pool_and_block,
+    stack_status,
+)
+from infra.pools import read_pool_template, require_prefect_api, set_variable, upsert_pool
+
+PLACE = "azure"
+BLOCK_TYPE = "azure-blob-storage-container"
+# What `down` keeps (the trained models) unless told otherwise: Terraform forgets these before
+# `destroy`, and the next `up` imports them again.
+KEPT_ADDRESSES = (
+    "azurerm_resource_group.nodes",
+    "azurerm_storage_account.results",
+    "azurerm_storage_container.results",
+    "azurerm_storage_management_policy.results",
+)
+# Written by `down` in Terraform's working directory when it keeps the storage; `up` adopts it.
+_KEPT_STORAGE = "kept-storage.json"
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `up` built: the Terraform outputs, the pool and its image."""
+
+    outputs: dict[str, str]
+    pool_name: str
+    image: str
+    pool_created: bool = False
+    keys_stored: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def up(
+    settings: AzureSettings,
+    keys: NumeraiKeys | None,
+    progress: Progress = no_progress,
+    *,
+    credential: TokenCredential | None = None,
+) -> UpResult:
+    """Apply the Terraform stack, put any keys given into Key Vault, save the result block,
+    upsert the pool. Without `keys` the secrets stay as they are."""
+    require_prefect_api()  # before the stack is applied, not after
+    terraform = Terraform(settings, progress)
+    terraform.init()
+    variables = stack_variables(
+        settings,
+        resolve_subscription(settings, outputs_or_empty(terraform)),
+        settings.location,
+        settings.resource_group,
+    )
+    _adopt_kept_storage(terraform, variables)
+    terraform.apply(variables)
+    (terraform.work_dir / _KEPT_STORAGE).unlink(missing_ok=True)
+    outputs = terraform.outputs()
+    missing = missing_outputs(outputs)
+    if missing:
+        raise StackOutputsMissing(
+            f"The Azure stack outputs lack {', '.join(missing)}. Check the configuration in "
+            f"{settings.config_dir}, then run `{UP_COMMAND}` again."
+        )
+    if keys is not None:
+        values = keys.by_env_name()
+        with _vault(outputs, credential, settings.rbac_wait_seconds, progress) as vault:
+            for env, output in KEY_OUTPUTS.items():
+                progress(f"Setting Key Vault secret {outputs[output]} ({env})")
+                vault.put(outputs[output], values[env])
+    image = image_uri(outputs, settings.image_tag)
+    template = stack_pool_template(outputs, settings)
+    progress(f"Saving the AzureBlobStorageContainer block {settings.results_block}")
+    _save_results_block(outputs, settings.results_block)
+    progress(f"Creating or updating the work pool {settings.pool_name}")
+    created = upsert_pool(settings.pool_name, POOL_TYPE, template)
+    recovery.apply()  # crashed and silent node runs run again, on any pool
+    # prefect.yaml's ACI node tags its image build with this repository.
+    set_variable(IMAGE_VARIABLE, image.rsplit(":", 1)[0])
+    return UpResult(outputs, settings.pool_name, image, created, keys is not None)
+
+
+def down(
+    settings: AzureSettings,
+    *,
+    delete_storage: bool = False,
+    progress: Progress = no_progress,
+    credential: TokenCredential | None = None,
+) -> list[str]:
+    """Delete the keys, destroy the stack, then delete its pool and result block. Returns what
+    was done.
+
+    The storage account holds trained models and outlives the stack unless `delete_storage`:
+    Terraform forgets it (and its resource group) before `destroy`, and the next `up` adopts it.
+    """
+    terraform = Terraform(settings, progress)
+    outputs = outputs_or_empty(terraform)
+    done: list[str] = []
+    if not outputs:
+        done.append(f"no Azure stack is applied (no Terraform state in {terraform.work_dir})")
+        done += _kept_storage_note(terraform)
+    else:
+        terraform.init()
+        subscription = outputs.get("subscription_id") or resolve_subscription(settings, outputs)
+        group = outputs.get("resource_group") or settings.resource_group
+        variables = stack_variables(
+            settings, subscription, outputs.get("location") or settings.location, group
+        )
+        if outputs.get("key_vault_uri"):
+            with _vault(outputs, credential, 0.0, progress) as vault:
+                names = [outputs[output] for output in KEY_OUTPUTS.values()]
+                deleted = [name for name in names if vault.delete(name)]
+            if deleted:
+                done.append(f"deleted the key secrets {', '.join(deleted)}")
+        account = outputs.get("storage_account", "")
+        if delete_storage:
+            terraform.destroy(variables)
+            done.append(f"deleted storage account {account} and the models in it")
+        else:
+            terraform.forget(*KEPT_ADDRESSES)
+            terraform.destroy(variables)
+            record = {"subscription_id": subscription, "resource_group": group, "account": account}
+            (terraform.work_dir / _KEPT_STORAGE).write_text(json.dumps(record))
+            done.append(
+                f"kept storage account {account} (trained models) in resource group {group}; "
+                "`down --delete-storage` deletes it"
+            )
+        done.append(f"destroyed the Azure stack in resource group {group}")
+    return done + remove_pool_and_block(
+        settings.pool_name, POOL_TYPE, settings.results_block, BLOCK_TYPE
+    )
+
+
+def status(settings: AzureSettings) -> PlaceStatus:
+    """The stack's outputs, and whether the pool matches them."""
+    terraform = Terraform(settings)
+    where = f"Terraform state in {terraform.work_dir}"
+    outputs = outputs_or_empty(terraform)
+    template = read_pool_template(settings.pool_name)
+    if not outputs:
+        return missing_stack_status(
+            PLACE,
+            where,
+            pool_name=settings.pool_name,
+            pool_exists=template is not None,
+            problem=f"no Azure stack is applied ({where}); `{UP_COMMAND}` creates it",
+        )
+    missing = missing_outputs(outputs)
+    return stack_status(
+        PLACE,
+        where,
+        pool_name=settings.pool_name,
+        pool_template=template,
+        stack_state="applied",
+        outputs=outputs,
+        problems=[f"the stack's outputs lack {', '.join(missing)}"] if missing else [],
+        mismatches=(None if missing else (lambda found: pool_mismatches(found, outputs, settings))),
+    )
+
+
+def resolve_subscription(settings: AzureSettings, outputs: dict[str, str]) -> str:
+    """The subscription: from the settings, else the existing stack, else the environment or
+    the Azure CLI's default."""
+    found = settings.subscription_id or outputs.get("subscription_id") or default_subscription()
+    if not found:
+        raise AzureSettingsError(
+            "No Azure subscription given. Pass --subscription or set "
+            "NUMERAI_NODES_AZURE_SUBSCRIPTION_ID (`az account show --query id -o tsv` prints "
+            f"yours), then run `{UP_COMMAND}` again."
+        )
+    return found
+
+
+def outputs_or_empty(terraform: Terraform) -> dict[str, str]:
+    """The outputs of the applied stack; empty when it was never applied (or was destroyed)."""
+    try:
+        return terraform.outputs()
+    except TerraformFailed:
+        # No state, or a directory never initialised: there is no stack yet.
+        return {}
+
+
+def _vault(
+    outputs: dict[str, str],
+    credential: TokenCredential | None,
+    rbac_wait_seconds: float,
+    progress: Progress,
+) -> KeyVault:
+    return KeyVault(
+        outputs["key_vault_uri"],
+        credential,
+        rbac_wait_seconds=rbac_wait_seconds,
+        progress=progress,
+    )
+
+
+def _kept_ids(kept: dict[str, str]) -> dict[str, str]:
+    """The Azure resource ID of each kept Terraform address, for `terraform import`."""
+    group = f"/subscriptions/{kept['subscription_id']}/resourceGroups/{kept['resource_group']}"
+    account = f"{group}/providers/Microsoft.Storage/storageAccounts/{kept['account']}"
+    return dict(
+        zip(
+            KEPT_ADDRESSES,
+            (
+                group,
+                account,
+                f"{account}/blobServices/default/containers/results",
+                f"{account}/managementPolicies/default",
+            ),
+            strict=True,
+        )
+    )
+
+
+def _adopt_kept_storage(terraform: Terraform, variables: dict[str, str]) -> None:
+    """Import what an earlier `down` kept, so `apply` reuses it instead of failing on the names."""
+    record = terraform.work_dir / _KEPT_STORAGE
+    if not record.is_file():
+        return
+    kept = json.loads(record.read_text())
+    if (kept.get("subscription_id"), kept.get("resource_group")) != (
+        variables["subscription_id"],
+        variables["resource_group"],
+    ) or not kept.get("account"):
+        return
+    terraform.progress(f"Adopting storage account {kept['account']}, kept by the last `down`")
+    for address, resource_id in _kept_ids(kept).items():
+        try:
+            terraform.adopt(address, resource_id, variables)
+        except TerraformFailed:
+            # Deleted by hand since, or already in the state: `apply` creates or keeps it.
+            terraform.progress(f"{address} was not adopted; `apply` handles it")
+
+
+def _kept_storage_note(terraform: Terraform) -> list[str]:
+    record = terraform.work_dir / _KEPT_STORAGE
+    if not record.is_file():
+        return []
+    kept = json.loads(record.read_text())
+    return [
+        f"storage account {kept.get('account')}, kept by an earlier `down`, remains in resource "
+        f"group {kept.get('resource_group')}: `{UP_COMMAND}` adopts it, `az group delete --name "
+        f"{kept.get('resource_group')}` deletes it"
+    ]
+
+
+def _save_results_block(outputs: dict[str, str], name: str) -> None:
+    """Save the result block over the stack's container; with only an account URL, containers
+    reach it as their managed identity (DefaultAzureCredential)."""
+    block = AzureBlobStorageContainer(
+        container_name=outputs["results_container"],
+        credentials=AzureBlobStorageCredentials(account_url=outputs["blob_endpoint"]),
+    )
+    block.save(name, overwrite=True)
