@@ -36,7 +36,7 @@ from infra.gcp.pool import (
 )
 from infra.gcp.secrets import SecretManager
 from infra.gcp.settings import GcpSettings
-from infra.gcp.terraform import Progress, Terraform, no_progress
+from infra.gcp.terraform import Progress, Terraform, no_progress, stack_variables
 from infra.pools import (
     block_id_by_name,
     delete_block,
@@ -115,10 +115,12 @@ def up(
     _adopt_kept_bucket(terraform, project, settings.region)
     if api_key:
         # The service reads the key at start: its secret needs a version before the service.
-        terraform.apply(project, settings.region, f"-target={_API_KEY_SECRET}", variables=variables)
+        terraform.apply(
+            stack_variables(project, settings.region, extra=variables), f"-target={_API_KEY_SECRET}"
+        )
         progress(f"Adding a version of secret {PREFECT_API_KEY_SECRET} (PREFECT_API_KEY)")
         secrets.add_version(project, PREFECT_API_KEY_SECRET, api_key)
-    terraform.apply(project, settings.region, variables=variables)
+    terraform.apply(stack_variables(project, settings.region, extra=variables))
     (terraform.work_dir / _KEPT_BUCKET).unlink(missing_ok=True)
     outputs = terraform.outputs()
     if keys is not None:
@@ -223,12 +225,14 @@ def down(
         bucket = outputs.get("bucket_name", "")
         if delete_bucket:
             # `destroy` deletes a bucket that holds objects only once the state allows it.
-            terraform.apply(project, region, f"-target={BUCKET}", force_destroy=True)
-            terraform.destroy(project, region, force_destroy=True)
+            terraform.apply(
+                stack_variables(project, region, force_destroy=True), f"-target={BUCKET}"
+            )
+            terraform.destroy(stack_variables(project, region, force_destroy=True))
             done.append(f"deleted bucket {bucket} and the models in it")
         else:
             terraform.forget(BUCKET)
-            terraform.destroy(project, region)
+            terraform.destroy(stack_variables(project, region))
             (terraform.work_dir / _KEPT_BUCKET).write_text(
                 json.dumps({"project": project, "bucket": bucket})
             )
@@ -308,7 +312,7 @@ def _adopt_kept_bucket(terraform: Terraform, project: str, region: str) -> None:
         return
     terraform.progress(f"Adopting bucket {kept['bucket']}, kept by the last `down`")
     try:
-        terraform.adopt(BUCKET, kept["bucket"], project, region)
+        terraform.adopt(BUCKET, kept["bucket"], stack_variables(project, region))
     except TerraformFailed:
         # Deleted by hand since, or already in the state: `apply` creates or keeps it.
         terraform.progress(f"Bucket {kept['bucket']} was not adopted; `apply` handles it")

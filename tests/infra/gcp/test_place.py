@@ -40,7 +40,7 @@ from infra.gcp.errors import (
 from infra.gcp.pool import IMAGE_VARIABLE, cloud_run_pool_template, image_uri
 from infra.gcp.secrets import SecretManager
 from infra.gcp.settings import CONFIG_DIR, RESULTS_BLOCK, GcpSettings
-from infra.gcp.terraform import Terraform
+from infra.gcp.terraform import Terraform, stack_variables
 from infra.pools import RESULT_STORAGE_ENV, read_pool_template, upsert_pool
 
 PUBLIC_ID = "PUBLICID7Q3XK2"
@@ -423,7 +423,7 @@ def test_terraform_runs_and_keeps_its_state_under_the_home(settings, home, fake_
     assert terraform.outputs() == {}  # no state yet, and nothing created for asking
     assert not terraform.work_dir.exists()
     terraform.init()
-    terraform.apply("numerai-test", "europe-west4")
+    terraform.apply(stack_variables("numerai-test", "europe-west4"))
 
     work_dir = _state_dir(home)
     assert {call["cwd"] for call in _calls(fake_terraform)} == {str(work_dir)}
