@@ -20,6 +20,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.workers.base import BaseWorker
 
 from deployments.checks import Check
+from deployments.webhooks import is_prefect_cloud
 from flows.errors import NodeError
 
 
@@ -162,8 +163,6 @@ class PushCredentialsMissing(NodeError, LookupError):
 
 def on_prefect_cloud(api_url: str | None = None) -> bool:
     """Whether `api_url` (default: the API in use) is Prefect Cloud, where push pools run."""
-    from deployments.webhooks import is_prefect_cloud
-
     return is_prefect_cloud(api_url if api_url is not None else PREFECT_API_URL.value())
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from deployments.checks import Check
+from deployments.doctor import live_workers
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.gcp.errors import UP_COMMAND, GcpStackError
 from infra.gcp.pool import (
@@ -127,8 +128,6 @@ def _kind(pool_name: str, outputs: dict[str, str]) -> list[Check]:
 
 def _hosted_worker(pool_name: str, outputs: dict[str, str]) -> Check:
     """The stack's worker service heartbeats on the pool, else where to read its logs."""
-    from deployments.doctor import live_workers
-
     service = outputs["worker_service_name"]
     name = f"Worker service {service}"
     logs = (
