@@ -15,16 +15,22 @@ from tests.integration.servers import free_port
 
 @contextlib.contextmanager
 def running_stack(
-    project: Path, home: Path, indent: str = "", warm_start: bool = True
+    project: Path,
+    home: Path,
+    indent: str = "",
+    warm_start: bool = True,
+    database_url: str | None = None,
 ) -> Iterator[StackInfo]:
     """The local stack with the sandbox, up for the block and down after it; `warm_start`
-    (NUMERAI_NODES_WARM_START) starts its flow runs from the zygote."""
+    (NUMERAI_NODES_WARM_START) starts its flow runs from the zygote; `database_url` puts
+    Prefect on that PostgreSQL instead of SQLite."""
     settings = StackSettings(
         home=home,
         prefect_port=free_port(),
         gateway_port=free_port(),
         sandbox_port=free_port(),
         warm_start=warm_start,
+        database_url=database_url,
         _env_file=None,
     )
     os.environ["PREFECT_UI_ENABLED"] = "false"

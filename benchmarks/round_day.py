@@ -1,16 +1,18 @@
 """Benchmark round day on the local stack: webhook → flow run created, webhook → submission.
 
     uv run python benchmarks/round_day.py [--rounds 20] [--fleet 10] [--fleet-rounds 5]
-                                          [--warm both|on|off]
+                                          [--warm both|on|off] [--database-url URL]
 
 Brings a local stack up (Prefect server, process worker, gateway, tiny sandbox) in a temporary
 home, first with the project's catalogue (one node), then with a generated catalogue of
-`--fleet` tournament nodes. A warm-up round caches the model, so the figures are for a warm
-model. Each round the sandbox opens a round and calls every webhook at once; the figures come
-from the sandbox's delivery times, Prefect's flow-run creation times and the sandbox's
-submission times. Prints p50 and p95. `--warm both` measures each part twice, flow runs started
-cold (a fresh Python process each, NUMERAI_NODES_WARM_START=false) and warm (forked from the
-stack's zygote), and prints the figures side by side.
+`--fleet` tournament nodes. Prefect keeps its database in SQLite under that home, or in the
+PostgreSQL given with `--database-url`. A warm-up round caches the model, so the figures are
+for a warm model. Each round the sandbox opens a round and calls every webhook at once; the
+figures come from the sandbox's delivery times, the times Prefect received the events, its
+flow-run creation times and the sandbox's submission times. Prints p50 and p95. `--warm both`
+measures each part twice, flow runs started cold (a fresh Python process each,
+NUMERAI_NODES_WARM_START=false) and warm (forked from the stack's zygote), and prints the
+figures side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.local_stack import running_stack  # noqa: E402
+from flows.events import WEBHOOK_RECEIVED  # noqa: E402
 from flows.tournaments import CLASSIC  # noqa: E402
 
 
@@ -55,8 +58,9 @@ def _catalogue(project: Path, nodes: int) -> Path:
     return project
 
 
-def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, float]]:
-    """Open a round; return (webhook→created, webhook→submission) seconds per node."""
+def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, float, float]]:
+    """Open a round; per node, seconds from the webhook to: Prefect's event, the flow run's
+    creation, the submission."""
     base = info.sandbox_url.rstrip("/")
     opened = httpx.post(f"{base}/_sandbox/rounds/open", json={"tournament": int(CLASSIC)})
     number = opened.json()["number"]
@@ -78,35 +82,67 @@ def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, fl
     created = {
         r["parameters"].get("trigger_id"): datetime.fromisoformat(r["created"]) for r in runs
     }
+    received = _events_received(info.prefect_api_url, deliveries)
     figures = []
     for submission in done:
-        fired = deliveries[submission["trigger_id"]]
+        trigger = submission["trigger_id"]
+        fired = deliveries[trigger]
         inserted = datetime.fromisoformat(submission["inserted_at"])
         figures.append(
             (
-                (created[submission["trigger_id"]] - fired).total_seconds(),
+                (received[trigger] - fired).total_seconds(),
+                (created[trigger] - fired).total_seconds(),
                 (inserted - fired).total_seconds(),
             )
         )
     return figures
 
 
+def _events_received(api_url: str, deliveries: dict[str, datetime]) -> dict[str, datetime]:
+    """Trigger id -> when Prefect received its webhook event (the gateway's
+    part ends there; the automation and the flow run's creation are the server's)."""
+    body = {
+        "filter": {
+            "event": {"name": [WEBHOOK_RECEIVED]},
+            "occurred": {"since": min(deliveries.values()).isoformat()},
+        },
+        "limit": 50,  # the most the API gives in one page: a round here has fewer
+    }
+    deadline = time.monotonic() + 30
+    while True:  # the server writes events to its database in batches, a few seconds apart
+        events = httpx.post(f"{api_url}/events/filter", json=body).json()["events"]
+        found = {
+            e["resource"]["numerai.trigger-id"]: datetime.fromisoformat(e["received"])
+            for e in events
+        }
+        if set(deliveries) <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def _measure(
-    label: str, project: Path, home: Path, nodes: int, rounds: int, warm: bool
+    label: str,
+    project: Path,
+    home: Path,
+    nodes: int,
+    rounds: int,
+    warm: bool,
+    database_url: str | None = None,
 ) -> dict[str, list[float]]:
     models = {f"model{i:02d}" for i in range(nodes)} if nodes > 1 else {"my_model"}
     print(f"{label}: {nodes} node(s), {rounds} rounds")
-    with running_stack(project, home, "  ", warm_start=warm) as info:
+    with running_stack(project, home, "  ", warm_start=warm, database_url=database_url) as info:
         _round(info, models)  # warm-up: trains and caches the model
         samples = []
         for i in range(rounds):
             figures = _round(info, models)
             samples += figures
-            slowest = max(s for _, s in figures)
+            slowest = max(s for *_, s in figures)
             print(f"  round {i + 1}/{rounds}: slowest webhook → submission {slowest:.1f} s")
     measured = {
-        "flow run created": [c for c, _ in samples],
-        "submission": [s for _, s in samples],
+        "event received": [e for e, _, _ in samples],
+        "flow run created": [c for _, c, _ in samples],
+        "submission": [s for *_, s in samples],
     }
     print(f"{label} ({len(samples)} runs):")
     for name, values in measured.items():
@@ -175,7 +211,9 @@ def main(args: argparse.Namespace) -> None:
         for mode in modes:
             home = work / f"{nodes}-{mode}"
             warm = mode == "warm"
-            measured[mode] = _measure(f"{label}, {mode}", project, home, nodes, rounds, warm)
+            measured[mode] = _measure(
+                f"{label}, {mode}", project, home, nodes, rounds, warm, args.database_url
+            )
         _side_by_side(label, measured)
 
 
@@ -188,6 +226,11 @@ if __name__ == "__main__":
         "--fresh-fleet",
         action="store_true",
         help="Only the fleet's first round on an empty cache: nodes submitted, fetches per file.",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="Prefect's database for every part: a PostgreSQL URL "
+        "(postgresql://USER:PASSWORD@HOST/DB); default SQLite under the scratch home.",
     )
     parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for a round.")
     parser.add_argument(
