@@ -1,6 +1,7 @@
 """Size presets by measurement: the node image, and training in memory-limited containers.
 
     uv run python benchmarks/container_sizes.py [--quick] [--features 500] [--trees 10]
+    uv run python benchmarks/container_sizes.py --medium [--trees 10]
 
 Needs podman (the container tests' recipe: tests/integration/podman.py). Prints, in one run:
 1. the image: its size, a cached build's time, and its cold start (median of 3): `podman run`
@@ -15,6 +16,10 @@ Needs podman (the container tests' recipe: tests/integration/podman.py). Prints,
    small, medium and all feature sets), and the predict-only peak on a live round of the `all`
    set (6,000 rows x 2,376 features).
 The node baseline is a node process's RSS after importing its flow (Prefect, LightGBM, pandas).
+
+`--medium` instead trains Numerai's `medium` shape (2.7M rows x 705 int8 features, 1.8 GiB) in
+the image under the `gen-m` preset's memory limit (no swap), and prints whether it trained, its
+peak and the peak above the node baseline per int8 feature byte.
 """
 
 from __future__ import annotations
@@ -33,7 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployments.presets import ECS, FEATURE_SETS, LIVE_ROWS, machine, preset_names  # noqa: E402
+from deployments.presets import (  # noqa: E402
+    ECS,
+    FEATURE_SETS,
+    LIVE_ROWS,
+    TRAIN_ROWS,
+    machine,
+    preset_names,
+)
 from tests.integration import podman  # noqa: E402
 
 _MIB = 2**20
@@ -143,7 +155,36 @@ def _cold_start(image: str, repeats: int, work: Path) -> list[float]:
     return seconds
 
 
+def medium(args: argparse.Namespace) -> None:
+    """Train the `medium` shape in the image under gen-m's memory limit."""
+    build = podman.build()
+    work = Path(tempfile.mkdtemp(prefix="container-sizes-medium-"))
+    _, base = _container(build.image, _BASELINE)
+    baseline = base["peak"]
+    features = FEATURE_SETS["medium"]
+    eras = TRAIN_ROWS // 1000
+    print(f"writing {eras * 1000:,} rows x {features} features ...", flush=True)
+    path = _make_data(work, eras, features, 1000)
+    _, limit = machine("gen-m", ECS)
+    int8 = eras * 1000 * features
+    code, result = _container(
+        build.image, _TRAIN, str(path), str(args.trees), data=path, memory_mib=limit
+    )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; image {build.image}")
+    print(f"node baseline: {baseline / _MIB:.0f} MiB; int8 features {int8 / _MIB:,.0f} MiB")
+    if code != 0:
+        print(f"{eras * 1000:,} x {features}, {args.trees} trees, under gen-m's {limit} MiB: "
+              f"killed (exit {code})")  # fmt: skip
+        return
+    ratio = (result["peak"] - baseline) / int8
+    print(f"{eras * 1000:,} x {features}, {args.trees} trees, under gen-m's {limit} MiB: trained "
+          f"in {result['seconds']:.0f} s, peak {result['peak'] / _MIB:,.0f} MiB, "
+          f"above baseline / int8 bytes {ratio:.2f}x")  # fmt: skip
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.medium:
+        return medium(args)
     build = podman.build()
     cached = podman.build()
     work = Path(tempfile.mkdtemp(prefix="container-sizes-"))
@@ -233,6 +274,9 @@ def _live_file(work: Path, rows: int, features: int) -> Path:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small data: 20k to 80k rows.")
+    parser.add_argument(
+        "--medium", action="store_true", help="Only: the medium shape under gen-m's limit (slow)."
+    )
     parser.add_argument("--features", type=int, default=500, help="Feature columns (int8).")
     parser.add_argument("--trees", type=int, default=10, help="Trees per training.")
     if (reason := podman.unavailable()) is not None:
