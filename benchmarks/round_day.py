@@ -1,28 +1,30 @@
 """Benchmark round day on the local stack: webhook → flow run created, webhook → submission.
 
     uv run python benchmarks/round_day.py [--rounds 20] [--fleet 10] [--fleet-rounds 5]
-                                          [--warm both|on|off] [--database-url URL]
+                                          [--warm both|on|off] [--database sqlite|postgres|both]
 
 Brings a local stack up (Prefect server, process worker, gateway, tiny sandbox) in a temporary
 home, first with the project's catalogue (one node), then with a generated catalogue of
-`--fleet` tournament nodes. Prefect keeps its database in SQLite under that home, or in the
-PostgreSQL given with `--database-url`. A warm-up round caches the model, so the figures are
-for a warm model. Each round the sandbox opens a round and calls every webhook at once; the
-figures come from the sandbox's delivery times, the times Prefect received the events, its
-flow-run creation times and the sandbox's submission times. Prints p50 and p95. `--warm both`
-measures each part twice, flow runs started cold (a fresh Python process each,
-NUMERAI_NODES_WARM_START=false) and warm (forked from the stack's zygote), and prints the
-figures side by side.
+`--fleet` tournament nodes. Prefect keeps its database in SQLite under that home, or in a
+throwaway PostgreSQL (`--database postgres`, or `both` side by side). A warm-up round caches
+the model, so the figures are for a warm model. Each round the sandbox opens a round and calls
+every webhook at once; the figures come from the sandbox's delivery times, the times Prefect
+received the events, its flow-run creation times and the sandbox's submission times. Prints
+p50 and p95. `--warm both` measures each part twice, flow runs started cold (a fresh Python
+process each, NUMERAI_NODES_WARM_START=false) and warm (forked from the stack's zygote), and
+prints the figures side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -162,6 +164,20 @@ def _side_by_side(label: str, measured: dict[str, dict[str, list[float]]]) -> No
         print(f"  webhook → {name:<17}{row}")
 
 
+@contextlib.contextmanager
+def _database(kind: str, root: Path) -> Iterator[str | None]:
+    """None for SQLite; for PostgreSQL, a throwaway server's URL while the block runs."""
+    if kind == "sqlite":
+        yield None
+        return
+    from tests.integration.postgres import Postgres
+
+    if not Postgres.available():
+        sys.exit("PostgreSQL's initdb and pg_ctl were not found: install postgresql")
+    with Postgres(root) as server:
+        yield server.url
+
+
 def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
@@ -198,6 +214,7 @@ def main(args: argparse.Namespace) -> None:
         _fresh_fleet(fleet, work / "fresh", args.fleet, args.timeout)
         return
     modes = {"both": ("cold", "warm"), "on": ("warm",), "off": ("cold",)}[args.warm]
+    databases = ("sqlite", "postgres") if args.database == "both" else (args.database,)
     fleet = _catalogue(work / "fleet-project", args.fleet)
     parts = (
         ("one node", ROOT, 1, args.rounds),
@@ -209,11 +226,14 @@ def main(args: argparse.Namespace) -> None:
         os.chdir(project)
         measured = {}
         for mode in modes:
-            home = work / f"{nodes}-{mode}"
-            warm = mode == "warm"
-            measured[mode] = _measure(
-                f"{label}, {mode}", project, home, nodes, rounds, warm, args.database_url
-            )
+            for database in databases:
+                home = work / f"{nodes}-{mode}-{database}"
+                warm = mode == "warm"
+                key = f"{mode} {database}" if len(databases) > 1 else mode
+                with _database(database, work / f"pg-{nodes}-{mode}") as url:
+                    measured[key] = _measure(
+                        f"{label}, {key}", project, home, nodes, rounds, warm, url
+                    )
         _side_by_side(label, measured)
 
 
@@ -228,9 +248,11 @@ if __name__ == "__main__":
         help="Only the fleet's first round on an empty cache: nodes submitted, fetches per file.",
     )
     parser.add_argument(
-        "--database-url",
-        help="Prefect's database for every part: a PostgreSQL URL "
-        "(postgresql://USER:PASSWORD@HOST/DB); default SQLite under the scratch home.",
+        "--database",
+        choices=("sqlite", "postgres", "both"),
+        default="sqlite",
+        help="Prefect's database: SQLite under the scratch home, a throwaway PostgreSQL "
+        "(initdb and pg_ctl on PATH or in /usr/lib/postgresql), or both side by side.",
     )
     parser.add_argument("--timeout", type=float, default=900, help="Seconds to wait for a round.")
     parser.add_argument(
