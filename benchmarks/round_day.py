@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -85,6 +85,7 @@ def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, fl
         r["parameters"].get("trigger_id"): datetime.fromisoformat(r["created"]) for r in runs
     }
     received = _events_received(info.prefect_api_url, deliveries)
+    _settle(info.prefect_api_url, deadline)
     figures = []
     for submission in done:
         trigger = submission["trigger_id"]
@@ -98,6 +99,21 @@ def _round(info, models: set[str], timeout: float = 900) -> list[tuple[float, fl
             )
         )
     return figures
+
+
+def _settle(api_url: str, deadline: float) -> None:
+    """Wait until no flow run is still going: a node's run lasts past its submission, and the
+    next round's run of that node would wait for its one concurrency slot, a backoff of ~30 s."""
+    while True:
+        going = {
+            "state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}},
+            "expected_start_time": {"before_": datetime.now(UTC).isoformat()},  # not a schedule's
+        }
+        if not httpx.post(f"{api_url}/flow_runs/count", json={"flow_runs": going}).json():
+            return
+        if time.monotonic() > deadline:
+            sys.exit("flow runs still going after the round's timeout")
+        time.sleep(0.5)
 
 
 def _events_received(api_url: str, deliveries: dict[str, datetime]) -> dict[str, datetime]:
