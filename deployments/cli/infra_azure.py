@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -59,6 +60,15 @@ Pool = Annotated[
         "--pool", help="Work pool name (env NUMERAI_NODES_AZURE_POOL_NAME; default azure)."
     ),
 ]
+Push = Annotated[
+    bool | None,
+    typer.Option(
+        "--push/--no-push",
+        help="An azure-container-instance:push pool that Prefect Cloud serves (no worker), or a "
+        "hybrid azure-container-instance pool. Default: what the stack was applied with (a new "
+        "stack: hybrid).",
+    ),
+]
 DeleteStorage = Annotated[
     bool,
     typer.Option(
@@ -88,6 +98,7 @@ def up(
     preset: Preset = None,
     worker_identity: WorkerIdentity = None,
     skip_keys: SkipKeys = False,
+    push: Push = None,
 ) -> None:
     """Create or update the Azure stack with Terraform, store the keys in Key Vault, save the
     AzureBlobStorageContainer result block and create or update the ACI work pool.
@@ -96,6 +107,12 @@ def up(
     NUMERAI_SECRET_KEY, or hidden prompts; they never reach Terraform: they go to Key Vault
     through its API. Terraform's state lives under NUMERAI_NODES_HOME
     (.numerai-nodes/infra/azure).
+
+    With --push on Prefect Cloud, Prefect Cloud starts the container groups (an
+    azure-container-instance:push pool) as a service principal you create with no role (`az ad
+    sp create-for-rbac --name numerai-nodes-push`); the stack grants it the worker role. Its
+    appId, tenant and password come from NUMERAI_NODES_AZURE_PUSH_CLIENT_ID, _TENANT_ID and
+    _CLIENT_SECRET, or hidden prompts, and go into a Prefect block only.
     """
     from infra.azure import place
 
@@ -109,10 +126,11 @@ def up(
         create_worker_identity=worker_identity,
     )
     keys = numerai_keys(skip_keys)
-    info = place.up(settings, keys, _progress)
+    ask = _hidden_prompt if sys.stdin.isatty() else None
+    info = place.up(settings, keys, _progress, push=push, ask=ask)
     verb = "Created" if info.pool_created else "Updated"
     err_console.print(
-        f"{verb} work pool [bold]{escape(info.pool_name)}[/] (azure-container-instance)."
+        f"{verb} work pool [bold]{escape(info.pool_name)}[/] ({escape(info.pool_type)})."
     )
     for output, value in sorted(info.outputs.items()):
         console.print(f"  {output} = {escape(value)}", highlight=False)
@@ -120,11 +138,27 @@ def up(
     if not info.keys_stored:
         err_console.print("[yellow]Keys not stored (--skip-keys): the stored keys stay.[/]")
     registry = info.outputs.get("registry_name", "<registry>")
-    err_console.print(
-        f"Push the image (`az acr login --name {registry}`, then docker push), then start a "
-        f"worker: prefect worker start --pool {info.pool_name}",
-        highlight=False,
-    )
+    login = f"`az acr login --name {registry}`"
+    if info.push_block:
+        next_step = (
+            "Prefect Cloud starts the container groups with block "
+            f"azure-container-instance-credentials/{info.push_block}; no worker to run. Log in to "
+            f"the registry ({login}), deploy with `prefect deploy --prefect-file "
+            "prefect.azure.yaml`, and check with `numerai-nodes doctor`."
+        )
+    else:
+        next_step = (
+            f"Log in to the registry ({login}), deploy with `prefect deploy --prefect-file "
+            f"prefect.azure.yaml`, then start a worker: prefect worker start --pool "
+            f"{info.pool_name}"
+        )
+    err_console.print(escape(next_step), highlight=False)
+    for note in info.notes:
+        err_console.print(f"[yellow]{escape(note)}[/]", highlight=False)
+
+
+def _hidden_prompt(label: str) -> str:
+    return str(typer.prompt(label, hide_input=True))
 
 
 @app.command("down")

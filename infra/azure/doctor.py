@@ -9,11 +9,11 @@ from deployments.checks import Check
 from flows.settings import PUBLIC_ID_ENV, SECRET_KEY_ENV
 from infra.azure.credentials import credential_source
 from infra.azure.errors import UP_COMMAND, AzureStackError, NoAzureCredentials
-from infra.azure.pool import missing_outputs, pool_mismatches
+from infra.azure.pool import ACI_PUSH, missing_outputs, pool_mismatches
 from infra.azure.secrets import KEY_OUTPUTS, KeyVault
 from infra.azure.settings import AzureSettings
 from infra.azure.terraform import Terraform
-from infra.pools import read_pool_template
+from infra.pools import read_pool_template, read_pool_type
 
 _LOGIN_FIX = (
     "Run `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -35,6 +35,7 @@ def doctor_checks(
     if not outputs:
         return checks
     checks.append(_pool(pool_name, outputs, settings))
+    checks += _kind(pool_name, outputs)
     if credential is None and checks[0].status != "ok":
         return checks + _unchecked(outputs)
     try:
@@ -111,6 +112,17 @@ def _pool(pool_name: str, outputs: dict[str, str], settings: AzureSettings) -> C
         return Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
     image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
     return Check(name, "ok", f"matches the stack (image {image})")
+
+
+def _kind(pool_name: str, outputs: dict[str, str]) -> list[Check]:
+    """The pool's kind against the stack's push_pool, and a push pool's credentials block."""
+    try:
+        pool_type = read_pool_type(pool_name)
+        template = read_pool_template(pool_name)
+    except (httpx.HTTPError, RuntimeError):  # the main doctor checks the Prefect API
+        return []
+    recorded = outputs.get("push_pool") == "true"
+    return ACI_PUSH.checks(pool_name, pool_type, template, recorded)
 
 
 def _secret(vault: KeyVault, outputs: dict[str, str], env: str, output: str) -> Check:

@@ -50,10 +50,15 @@ resource "azurerm_user_assigned_identity" "worker" {
   tags                = local.tags
 }
 
+locals {
+  # The worker role serves a hybrid worker's identity, a push pool's service principal, or both.
+  worker_role = var.create_worker_identity || var.push_principal_id != ""
+}
+
 # The worker names each container group after its flow run and creates it through an ARM
 # deployment, so the grant cannot be narrowed to known groups: it stays in the resource group.
 resource "azurerm_role_definition" "worker" {
-  count = var.create_worker_identity ? 1 : 0
+  count = local.worker_role ? 1 : 0
 
   name        = "${var.name_prefix}-aci-worker-${local.suffix}"
   scope       = azurerm_resource_group.nodes.id
@@ -85,5 +90,26 @@ resource "azurerm_role_assignment" "worker_assigns_job_identity" {
   scope                = azurerm_user_assigned_identity.job.id
   role_definition_name = "Managed Identity Operator"
   principal_id         = azurerm_user_assigned_identity.worker[0].principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+# A Prefect Cloud push pool's service principal (`infra azure up --push`): Prefect Cloud starts the
+# container groups with it, so it gets the worker identity's grants and no more. You create it with
+# no role (`az ad sp create-for-rbac`); its secret lives in a Prefect block, never in Terraform.
+resource "azurerm_role_assignment" "push_containers" {
+  count = var.push_principal_id != "" ? 1 : 0
+
+  scope              = azurerm_resource_group.nodes.id
+  role_definition_id = azurerm_role_definition.worker[0].role_definition_resource_id
+  principal_id       = var.push_principal_id
+  principal_type     = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "push_assigns_job_identity" {
+  count = var.push_principal_id != "" ? 1 : 0
+
+  scope                = azurerm_user_assigned_identity.job.id
+  role_definition_name = "Managed Identity Operator"
+  principal_id         = var.push_principal_id
   principal_type       = "ServicePrincipal"
 }

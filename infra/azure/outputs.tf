@@ -77,3 +77,13 @@ output "worker_identity_client_id" {
   description = "Client ID of the ACI worker's managed identity; empty when create_worker_identity is false."
   value       = var.create_worker_identity ? azurerm_user_assigned_identity.worker[0].client_id : ""
 }
+
+output "push_pool" {
+  description = "Whether the stack was set up for a Prefect Cloud push pool (azure-container-instance:push)."
+  value       = var.push_pool
+}
+
+output "push_principal_id" {
+  description = "Object id of the push pool's service principal granted the worker role; empty when there is none."
+  value       = var.push_principal_id
+}

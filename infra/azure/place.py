@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from prefect_azure import AzureBlobStorageCredentials
+from prefect_azure import AzureBlobStorageCredentials, AzureContainerInstanceCredentials
 from prefect_azure.blob_storage import AzureBlobStorageContainer
+from pydantic import SecretStr
 
 from deployments import recovery
-from infra.azure.credentials import default_subscription
+from infra.azure.credentials import default_subscription, service_principal_object_id
 from infra.azure.errors import UP_COMMAND, AzureSettingsError, StackOutputsMissing, TerraformFailed
 from infra.azure.pool import (
+    ACI_PUSH,
     IMAGE_VARIABLE,
     POOL_TYPE,
     image_uri,
@@ -22,7 +25,7 @@ from infra.azure.pool import (
     stack_pool_template,
 )
 from infra.azure.secrets import KEY_OUTPUTS, KeyVault
-from infra.azure.settings import AzureSettings
+from infra.azure.settings import PUSH_ENV, AzureSettings
 from infra.azure.terraform import Progress, Terraform, no_progress, stack_variables
 from infra.cloud import (
     NumeraiKeys,
@@ -31,7 +34,16 @@ from infra.cloud import (
     remove_pool_and_block,
     stack_status,
 )
-from infra.pools import read_pool_template, require_prefect_api, set_variable, upsert_pool
+from infra.pools import (
+    block_id_by_name,
+    delete_block,
+    delete_pool,
+    read_pool_template,
+    require_prefect_api,
+    save_block,
+    set_variable,
+    upsert_pool,
+)
 
 PLACE = "azure"
 BLOCK_TYPE = "azure-blob-storage-container"
@@ -48,6 +60,16 @@ _KEPT_STORAGE = "kept-storage.json"
 
 
 @dataclass(frozen=True)
+class PushPrincipal:
+    """The push pool's service principal as given: `az ad sp create-for-rbac`'s appId, tenant
+    and password. Its repr never shows the secret."""
+
+    client_id: str
+    tenant_id: str
+    client_secret: SecretStr
+
+
+@dataclass(frozen=True)
 class UpResult:
     """What `up` built: the Terraform outputs, the pool and its image."""
 
@@ -56,6 +78,9 @@ class UpResult:
     image: str
     pool_created: bool = False
     keys_stored: bool = False
+    pool_type: str = POOL_TYPE
+    push_block: str | None = None  # the AzureContainerInstanceCredentials block of a push pool
+    notes: tuple[str, ...] = ()  # what the user should know: push is available, an unused identity
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,17 +92,45 @@ def up(
     progress: Progress = no_progress,
     *,
     credential: TokenCredential | None = None,
+    push: bool | None = None,
+    ask: Callable[[str], str] | None = None,
 ) -> UpResult:
     """Apply the Terraform stack, put any keys given into Key Vault, save the result block,
-    upsert the pool. Without `keys` the secrets stay as they are."""
-    require_prefect_api()  # before the stack is applied, not after
+    upsert the pool. Without `keys` the secrets stay as they are.
+
+    `push` makes an azure-container-instance:push pool (Prefect Cloud only) and False a hybrid
+    one; None keeps what the stack was applied with. A push pool's service principal comes from
+    the settings, else from `ask(label)` (hidden prompts), else the block saved before.
+    """
+    api_url = require_prefect_api()  # before the stack is applied, not after
     terraform = Terraform(settings, progress)
     terraform.init()
+    previous = outputs_or_empty(terraform)
+    recorded = previous.get("push_pool") == "true"
+    push = ACI_PUSH.choose(push, recorded, api_url)
+    ACI_PUSH.require_type(settings.pool_name, push)
+    principal = _push_principal(settings, ask) if push else None
+    principal_id = ""
+    if principal is not None:
+        # Signing in proves the secret before anything is built on it.
+        progress(f"Signing in as service principal {principal.client_id}")
+        principal_id = service_principal_object_id(
+            principal.tenant_id, principal.client_id, principal.client_secret
+        )
+    elif push:
+        principal_id = previous.get("push_principal_id", "")
+        if (
+            not principal_id
+            or block_id_by_name(settings.push_credentials_block, ACI_PUSH.block_type) is None
+        ):
+            raise ACI_PUSH.credentials_missing(settings.push_credentials_block)
     variables = stack_variables(
         settings,
-        resolve_subscription(settings, outputs_or_empty(terraform)),
+        resolve_subscription(settings, previous),
         settings.location,
         settings.resource_group,
+        push=push,
+        push_principal_id=principal_id,
     )
     _adopt_kept_storage(terraform, variables)
     terraform.apply(variables)
@@ -96,15 +149,79 @@ def up(
                 progress(f"Setting Key Vault secret {outputs[output]} ({env})")
                 vault.put(outputs[output], values[env])
     image = image_uri(outputs, settings.image_tag)
-    template = stack_pool_template(outputs, settings)
+    push_id = _push_block(settings, principal) if push else None
+    template = stack_pool_template(outputs, settings, push_id)
     progress(f"Saving the AzureBlobStorageContainer block {settings.results_block}")
     _save_results_block(outputs, settings.results_block)
-    progress(f"Creating or updating the work pool {settings.pool_name}")
-    created = upsert_pool(settings.pool_name, POOL_TYPE, template)
+    pool_type = ACI_PUSH.type if push else POOL_TYPE
+    progress(f"Creating or updating the work pool {settings.pool_name} ({pool_type})")
+    created = upsert_pool(settings.pool_name, pool_type, template)
+    if not push and recorded and delete_block(settings.push_credentials_block, ACI_PUSH.block_type):
+        # Back to hybrid: the stack no longer grants the principal anything; drop its secret too.
+        progress(f"Deleted block {ACI_PUSH.block_type}/{settings.push_credentials_block}")
     recovery.apply()  # crashed and silent node runs run again, on any pool
     # prefect.yaml's ACI node tags its image build with this repository.
     set_variable(IMAGE_VARIABLE, image.rsplit(":", 1)[0])
-    return UpResult(outputs, settings.pool_name, image, created, keys is not None)
+    notes = [ACI_PUSH.hint(settings.pool_name, push, api_url)]
+    if push and outputs.get("worker_identity_id"):
+        notes.append(
+            "A push pool needs no worker, so the stack's worker identity is unused: "
+            f"`{UP_COMMAND} --no-worker-identity` removes it."
+        )
+    return UpResult(
+        outputs,
+        settings.pool_name,
+        image,
+        created,
+        keys is not None,
+        pool_type=pool_type,
+        push_block=settings.push_credentials_block if push else None,
+        notes=tuple(note for note in notes if note),
+    )
+
+
+def _push_principal(
+    settings: AzureSettings, ask: Callable[[str], str] | None
+) -> PushPrincipal | None:
+    """The service principal given in the settings (a missing part asked for in a terminal);
+    None when no secret is given and a block is saved (`up` keeps it), or nothing is given."""
+    client_id, tenant_id = settings.push_client_id, settings.push_tenant_id
+    secret = settings.push_client_secret.get_secret_value() if settings.push_client_secret else None
+    if not secret and block_id_by_name(settings.push_credentials_block, ACI_PUSH.block_type):
+        return None
+    if ask is not None:
+        how = "`az ad sp create-for-rbac --name numerai-nodes-push` prints it"
+        client_id = client_id or ask(f"appId (client id) of the push service principal ({how})")
+        tenant_id = tenant_id or ask("tenant of the push service principal")
+        secret = secret or ask("password (client secret) of the push service principal")
+    given = [bool(part and part.strip()) for part in (client_id, tenant_id, secret)]
+    if not any(given):
+        return None
+    if not all(given):
+        lacking = [env for env, found in zip(PUSH_ENV, given, strict=True) if not found]
+        raise AzureSettingsError(
+            f"The push service principal lacks {', '.join(lacking)}: give all three "
+            f"({ACI_PUSH.credentials_how}), then run `{UP_COMMAND} --push` again."
+        )
+    assert client_id and tenant_id and secret  # all three given, checked above
+    return PushPrincipal(client_id.strip(), tenant_id.strip(), SecretStr(secret.strip()))
+
+
+def _push_block(settings: AzureSettings, principal: PushPrincipal | None) -> str:
+    """The id of the push pool's AzureContainerInstanceCredentials block: saved from the
+    principal given, else the one saved before (`up` checked that it exists)."""
+    name = settings.push_credentials_block
+    if principal is None:
+        existing = block_id_by_name(name, ACI_PUSH.block_type)
+        if existing is None:
+            raise ACI_PUSH.credentials_missing(name)
+        return existing
+    block = AzureContainerInstanceCredentials(
+        client_id=principal.client_id,
+        tenant_id=principal.tenant_id,
+        client_secret=principal.client_secret,
+    )
+    return save_block(block, name)
 
 
 def down(
@@ -153,9 +270,12 @@ def down(
                 "`down --delete-storage` deletes it"
             )
         done.append(f"destroyed the Azure stack in resource group {group}")
-    return done + remove_pool_and_block(
-        settings.pool_name, POOL_TYPE, settings.results_block, BLOCK_TYPE
-    )
+    done += remove_pool_and_block(settings.pool_name, POOL_TYPE, settings.results_block, BLOCK_TYPE)
+    if delete_pool(settings.pool_name, ACI_PUSH.type):
+        done.append(f"deleted work pool {settings.pool_name}")
+    if delete_block(settings.push_credentials_block, ACI_PUSH.block_type):
+        done.append(f"deleted block {ACI_PUSH.block_type}/{settings.push_credentials_block}")
+    return done
 
 
 def status(settings: AzureSettings) -> PlaceStatus:

@@ -13,8 +13,8 @@ from deployments.recovery import heartbeat_env
 from flows.key_vault import PUBLIC_ID_SECRET, SECRET_KEY_SECRET
 from flows.settings import KEY_VAULT_URL_ENV
 from infra.azure.errors import UP_COMMAND, CredentialsBlockMissing, StackOutputsMissing
-from infra.azure.settings import RESULTS_BLOCK
-from infra.pools import RESULT_STORAGE_ENV, default_template, set_default
+from infra.azure.settings import PUSH_ENV, RESULTS_BLOCK
+from infra.pools import RESULT_STORAGE_ENV, PushPool, default_template, set_default
 
 POOL_TYPE = ACI
 IMAGE_NAME = "numerai-nodes"
@@ -23,6 +23,19 @@ IMAGE_VARIABLE = "numerai_nodes_aci_image"
 RESULTS_BLOCK_TYPE = "azure-blob-storage-container"
 CREDENTIALS_BLOCK_TYPE = "azure-container-instance-credentials"
 DEFAULT_PRESET = "gen-m"
+# The Prefect Cloud push pool of the stack: the ACI template plus an
+# AzureContainerInstanceCredentials block of a service principal the stack grants the worker role.
+ACI_PUSH = PushPool(
+    hybrid_type=POOL_TYPE,
+    credentials_variable="aci_credentials",
+    block_type=CREDENTIALS_BLOCK_TYPE,
+    up_command=UP_COMMAND,
+    credentials_how=(
+        "create a service principal with no role (`az ad sp create-for-rbac --name "
+        f"numerai-nodes-push`) and set {PUSH_ENV[0]}, {PUSH_ENV[1]} and {PUSH_ENV[2]} to the "
+        "appId, tenant and password it prints, or answer the hidden prompts"
+    ),
+)
 # azure-identity's DefaultAzureCredential uses the user-assigned identity this names.
 CLIENT_ID_ENV = "AZURE_CLIENT_ID"
 # Terraform output -> the Key Vault secret name the node reads (flows/keys.py).
@@ -149,12 +162,15 @@ def aci_pool_template(
     return template
 
 
-def stack_pool_template(outputs: dict[str, str], settings: AciPoolSettings) -> dict[str, Any]:
-    """The template `up` gives the pool, from the outputs and the settings."""
+def stack_pool_template(
+    outputs: dict[str, str], settings: AciPoolSettings, push_block_id: str | None = None
+) -> dict[str, Any]:
+    """The template `up` gives the pool, from the outputs and the settings; a push pool's
+    credentials are the AzureContainerInstanceCredentials block `push_block_id`."""
     return aci_pool_template(
         outputs,
         image=image_uri(outputs, settings.image_tag),
-        credentials_block=settings.credentials_block,
+        credentials_block=push_block_id or settings.credentials_block,
         preset=settings.preset,
         results_block=settings.results_block,
     )

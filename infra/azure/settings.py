@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deployments.presets import Preset
@@ -13,6 +13,14 @@ from deployments.presets import Preset
 CONFIG_DIR = Path(__file__).resolve().parent
 RESULTS_BLOCK = "numerai-nodes-azure-results"
 POOL_NAME = "azure"
+PUSH_CREDENTIALS_BLOCK = "numerai-nodes-aci-push"
+# Where `up --push` reads the push pool's service principal: client id, tenant, secret (the
+# settings' push_* fields, by their environment names).
+PUSH_ENV = (
+    "NUMERAI_NODES_AZURE_PUSH_CLIENT_ID",
+    "NUMERAI_NODES_AZURE_PUSH_TENANT_ID",
+    "NUMERAI_NODES_AZURE_PUSH_CLIENT_SECRET",
+)
 
 
 class AzureSettings(BaseSettings):
@@ -66,4 +74,22 @@ class AzureSettings(BaseSettings):
         None,
         description="AzureContainerInstanceCredentials block the worker uses. Unset: the "
         "worker's DefaultAzureCredential (its managed identity, or `az login`).",
+    )
+    push_credentials_block: str = Field(
+        PUSH_CREDENTIALS_BLOCK,
+        description="Name of the AzureContainerInstanceCredentials block an "
+        "azure-container-instance:push pool starts flow runs with.",
+    )
+    push_client_id: str | None = Field(
+        None,
+        description="Application (client) id of the push pool's service principal, for "
+        "`up --push` (the appId `az ad sp create-for-rbac` prints).",
+    )
+    push_tenant_id: str | None = Field(
+        None, description="Tenant of the push pool's service principal, for `up --push`."
+    )
+    push_client_secret: SecretStr | None = Field(
+        None,
+        description="Client secret of the push pool's service principal, for `up --push` "
+        "(stored in the block only, never printed).",
     )

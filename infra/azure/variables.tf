@@ -79,6 +79,23 @@ variable "create_worker_identity" {
   default     = true
 }
 
+variable "push_pool" {
+  type        = bool
+  description = "Whether the nodes run on a Prefect Cloud push pool (azure-container-instance:push), which starts container groups as the service principal push_principal_id. Set by `infra azure up --push`."
+  default     = false
+}
+
+variable "push_principal_id" {
+  type        = string
+  description = "Object id of the push pool's service principal (made by you with `az ad sp create-for-rbac`; its secret is kept in a Prefect block, never here), granted the worker role. Empty: none. Set by `infra azure up --push`."
+  default     = ""
+
+  validation {
+    condition     = var.push_principal_id == "" || can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.push_principal_id))
+    error_message = "push_principal_id must be an object id (a lowercase GUID) or empty."
+  }
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to every resource that takes tags."

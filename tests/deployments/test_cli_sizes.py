@@ -9,6 +9,9 @@ from typer.testing import CliRunner
 
 from deployments.cli import app
 from deployments.presets import (
+    ACI,
+    ACI_MAX_CPU,
+    ACI_MAX_MEMORY_GB,
     CLOUD_RUN_V2,
     ECS,
     FEATURE_SETS,
@@ -19,6 +22,7 @@ from deployments.presets import (
     machine,
     needed_mib,
     preset_names,
+    runs_on,
 )
 
 WIDE = {"COLUMNS": "200"}
@@ -30,18 +34,46 @@ def _sizes_json() -> dict:
     return json.loads(result.stdout)
 
 
-def test_the_json_lists_all_eighteen_presets_with_both_clouds():
+def test_the_json_lists_all_eighteen_presets_with_every_cloud():
     shown = _sizes_json()
     assert [entry["preset"] for entry in shown["presets"]] == preset_names()
     assert len(shown["presets"]) == 18
     for entry in shown["presets"]:
-        for pool_type in (ECS, CLOUD_RUN_V2):
+        for pool_type in (ECS, CLOUD_RUN_V2, ACI):
             on = entry[pool_type]
+            assert on["runs"] == runs_on(entry["preset"], pool_type)
+            if not on["runs"]:
+                assert on == {"runs": False}  # no machine, no verdict: it cannot run there
+                continue
             assert (on["vcpu"], on["memory_mib"]) == machine(entry["preset"], pool_type)
             assert {"train": on["train"], "predict": on["predict"]} == fits(
                 entry["preset"], pool_type
             )
             assert set(on["train"]) == set(on["predict"]) == set(FEATURE_SETS)
+
+
+def test_aci_runs_the_presets_within_one_container_group_and_shows_the_rest_as_too_big():
+    shown = {entry["preset"]: entry[ACI] for entry in _sizes_json()["presets"]}
+    runs = {name for name, on in shown.items() if on["runs"]}
+    assert runs == {
+        *(f"{family}-{size}" for family in ("gen", "cpu") for size in ("xs", "s", "m", "l")),
+        "mem-xs",
+        "mem-s",
+        "mem-m",
+    }
+    for name in runs:
+        assert shown[name]["vcpu"] <= ACI_MAX_CPU
+        assert shown[name]["memory_mib"] <= ACI_MAX_MEMORY_GB * 1024
+    # ACI takes Fargate's size as is: gen-xs is half a vCPU there, a whole one on Cloud Run.
+    assert shown["gen-xs"]["vcpu"] == 0.5 and machine("gen-xs", CLOUD_RUN_V2)[0] == 1
+    assert shown["gen-m"]["train"] == fits("gen-m", ECS)["train"]
+
+    result = CliRunner().invoke(app, ["sizes"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    assert "ACI vCPU" in result.stdout and "Fargate / Cloud Run / ACI" in result.stdout
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│")}
+    assert "too big" in rows["mem-l"] and "✓ / ✓ / -" in rows["mem-l"]
+    assert "too big" not in rows["mem-m"] and "- " not in rows["mem-m"].split("│", 4)[4]
 
 
 def test_a_small_machine_cannot_train_on_every_feature():

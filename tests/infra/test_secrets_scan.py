@@ -107,7 +107,9 @@ def test_build_context_holds_the_code_and_no_keys():
         assert not _leaks(text), f"{path.relative_to(ROOT)}: {_leaks(text)}"
 
 
-@pytest.mark.parametrize("file", ["prefect.yaml", "prefect.aws.yaml", "prefect.gcp.yaml"])
+@pytest.mark.parametrize(
+    "file", ["prefect.yaml", "prefect.aws.yaml", "prefect.gcp.yaml", "prefect.azure.yaml"]
+)
 def test_the_catalogue_holds_no_keys(file):
     assert not _leaks((ROOT / file).read_text())
 
@@ -172,6 +174,20 @@ _GCP_OUTPUTS = {
     "public_id_secret": "numerai-public-id",
     "secret_key_secret": "numerai-secret-key",
 }
+_AZURE_IDENTITIES = (
+    "/subscriptions/0d1e2f3a-0000-4000-8000-000000005ab5/resourceGroups/numerai-nodes/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities"
+)
+_AZURE_OUTPUTS = {
+    "subscription_id": "0d1e2f3a-0000-4000-8000-000000005ab5",
+    "resource_group": "numerai-nodes",
+    "registry_login_server": "numerainodesacr.azurecr.io",
+    "key_vault_uri": "https://numerainodeskv.vault.azure.net/",
+    "job_identity_id": f"{_AZURE_IDENTITIES}/numerai-nodes-job",
+    "job_identity_client_id": "9c4d2e1f-0000-4000-8000-00000000a0b1",
+    "public_id_secret": "numerai-public-id",
+    "secret_key_secret": "numerai-secret-key",
+}
 _PUBLIC_ID = "fake-public-id-for-the-scan"  # sentinels: must never reach a template
 _SECRET_KEY = "fake-secret-key-for-the-scan"
 
@@ -179,7 +195,11 @@ _SECRET_KEY = "fake-secret-key-for-the-scan"
 def _cloud_job_variables(pool: str) -> dict:
     import yaml
 
-    file = {"ecs": "prefect.aws.yaml", "cloud-run": "prefect.gcp.yaml"}[pool]
+    file = {
+        "ecs": "prefect.aws.yaml",
+        "cloud-run": "prefect.gcp.yaml",
+        "azure": "prefect.azure.yaml",
+    }[pool]
     document = yaml.safe_load((ROOT / file).read_text())
     (entry,) = [d for d in document["deployments"] if d["work_pool"]["name"] == pool]
     variables = dict(entry["work_pool"]["job_variables"])
@@ -227,3 +247,18 @@ def test_rendered_cloud_run_job_holds_no_keys_and_names_the_secrets(monkeypatch)
     assert not _leaks(rendered)
     assert '"secret": "numerai-secret-key"' in rendered
     assert '"timeout": "3600s"' in rendered or '"timeout": 3600' in rendered
+
+
+def test_rendered_aci_job_holds_no_keys_and_reads_them_from_key_vault(monkeypatch):
+    from infra.azure.pool import aci_pool_template
+
+    monkeypatch.setenv("NUMERAI_PUBLIC_ID", _PUBLIC_ID)
+    monkeypatch.setenv("NUMERAI_SECRET_KEY", _SECRET_KEY)
+    template = aci_pool_template(_AZURE_OUTPUTS, image="registry.example/numerai-nodes:1")
+    rendered = _render(template, _cloud_job_variables("azure"))
+    assert _PUBLIC_ID not in rendered and _SECRET_KEY not in rendered
+    assert not _leaks(rendered)
+    # The container runs as the job identity and finds the vault; the keys stay in it.
+    assert _AZURE_OUTPUTS["job_identity_id"] in rendered
+    assert _AZURE_OUTPUTS["key_vault_uri"] in rendered
+    assert '"cpu": 2.0' in rendered and '"memoryInGB": 8.0' in rendered

@@ -27,13 +27,14 @@ from infra.azure.errors import (
 )
 from infra.azure.pool import IMAGE_VARIABLE, POOL_TYPE, stack_pool_template
 from infra.azure.secrets import KeyVault
-from infra.azure.settings import CONFIG_DIR, AzureSettings
+from infra.azure.settings import CONFIG_DIR, PUSH_ENV, AzureSettings
 from infra.azure.terraform import Terraform
 from infra.cloud import KeysMissing, NumeraiKeys, PlaceStatus
 from infra.places import PLACES, place_checks
 from infra.pools import read_pool_template, upsert_pool
+from tests.infra.azure.entra_jwt import JwtEntraFake
 from tests.infra.azure.vault_fake import RecoverableKeyVaultFake
-from tests.integration.azure_fakes import IDENTITY_PATH, LOGIN_HOST, EntraFake
+from tests.integration.azure_fakes import IDENTITY_PATH, LOGIN_HOST
 from tests.integration.servers import UvicornThread
 from tests.integration.tls_proxy import InterceptingProxy
 
@@ -113,7 +114,8 @@ if args[0] == "init":
     print("Terraform has been successfully initialized!")
 elif args[0] == "apply":
     current = current or {"managed": []}
-    current["outputs"] = OUTPUTS
+    current["outputs"] = {**OUTPUTS, "push_pool": variables.get("push_pool", "false"),
+                          "push_principal_id": variables.get("push_principal_id", "")}
     print("azurerm_storage_account.results: Creating...")
     for address in KEPT:
         if address in current["managed"]:
@@ -176,7 +178,7 @@ def fake_terraform(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     script = bin_dir / "terraform"
     script.write_text(
-        f"#!{sys.executable}\nOUTPUTS = {OUTPUTS!r}\nKEY_NAMES = {KEY_NAMES!r}\n"
+        f"#!{sys.executable}\nOUTPUTS = {OUTPUTS!r}\nKEY_NAMES = {(*KEY_NAMES, PUSH_ENV[2])!r}\n"
         f"SUBSCRIPTION = {SUBSCRIPTION!r}\nKEPT = {azure.KEPT_ADDRESSES!r}\nIDS = {KEPT_IDS!r}\n"
         + _FAKE_TERRAFORM
     )
@@ -209,14 +211,14 @@ def _cloud(fake_terraform: Path) -> list[str]:
 
 @dataclass
 class AzureNet:
-    entra: EntraFake
+    entra: JwtEntraFake
     vault: RecoverableKeyVaultFake
     env: dict[str, str]  # what routes azure-identity and Key Vault's client to the fakes
 
 
 @pytest.fixture(scope="module")
 def azure_net(tmp_path_factory) -> Iterator[AzureNet]:
-    entra = EntraFake(TENANT)
+    entra = JwtEntraFake(TENANT)
     vault = RecoverableKeyVaultFake(VAULT, entra, readers=[DEPLOYER], writers=[DEPLOYER])
     with UvicornThread(entra.app) as entra_api, UvicornThread(vault.app) as vault_api:
         routes = {LOGIN_HOST: entra_api.port, vault.host: vault_api.port}
@@ -247,6 +249,7 @@ def azure_env(azure_net, tmp_path, monkeypatch) -> AzureNet:
         "MSI_ENDPOINT",
         "ARM_SUBSCRIPTION_ID",
         "AZURE_SUBSCRIPTION_ID",
+        *PUSH_ENV,
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azure-cli"))  # not logged in
@@ -279,6 +282,8 @@ def settings(tmp_path, home, fake_terraform, azure_env, monkeypatch) -> AzureSet
         location="westeurope",
         terraform=str(fake_terraform),
         pool_name=f"azure-{tmp_path.name[-12:]}".lower(),
+        # Blocks outlive a test on the shared Prefect server: each test has its own.
+        push_credentials_block=f"aci-push-{tmp_path.name[-12:]}".lower().replace("_", "-"),
         rbac_wait_seconds=0,
         _env_file=None,
     )
@@ -632,6 +637,242 @@ def test_up_with_prefect_unreachable_fails_before_terraform(settings, fake_terra
     assert _calls(fake_terraform) == []
 
 
+# --- push pools on Prefect Cloud ------------------------------------------------------------
+
+PUSH_APP = "8d7e6f50-0000-4000-8000-0000000a99b1"  # the appId `az ad sp create-for-rbac` prints
+PUSH_OBJECT = "e1f2a3b4-0000-4000-8000-0000000b7c01"  # its service principal's object id
+PUSH_SECRET = "Zq8~pushSecretValue.NeverShown_0123"
+
+
+def _text(result) -> str:
+    return " ".join(result.output.split())
+
+
+def _applies(fake_terraform: Path) -> list[list[str]]:
+    return [call["argv"] for call in _calls(fake_terraform) if call["argv"][0] == "apply"]
+
+
+@pytest.fixture
+def cloud(prefect_server):
+    from tests.infra.aws.prefect_cloud import cloud_shaped_api
+
+    with cloud_shaped_api(prefect_server) as url:
+        yield url
+
+
+@pytest.fixture
+def push_settings(settings, azure_env) -> AzureSettings:
+    """The service principal exists in Entra ID; the settings give its appId, tenant, secret."""
+    azure_env.entra.add_service_principal(PUSH_APP, PUSH_SECRET, PUSH_OBJECT)
+    return settings.model_copy(
+        update={
+            "push_client_id": PUSH_APP,
+            "push_tenant_id": TENANT,
+            "push_client_secret": SecretStr(PUSH_SECRET),
+        }
+    )
+
+
+def test_cli_up_push_makes_an_aci_push_pool_on_prefect_cloud(
+    settings, cli_env, cloud, azure_env, fake_terraform, home, monkeypatch
+):
+    import asyncio
+
+    from prefect import get_client
+    from prefect_azure import AzureContainerInstanceCredentials
+    from prefect_azure.workers.container_instance import AzureContainerWorker
+
+    from infra.azure.pool import ACI_PUSH
+    from infra.pools import PushCredentialsMissing, default_template, read_pool_type
+
+    runner = CliRunner()
+    pool = settings.pool_name
+    # On Prefect Cloud without --push: a hybrid pool, and how to choose push.
+    result = runner.invoke(app, ["up"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) == POOL_TYPE
+    assert "azure-container-instance:push" in _text(result)
+    assert f"prefect work-pool delete {pool}" in _text(result)
+    assert "-var=push_pool=false" in _applies(fake_terraform)[-1]
+    assert "-var=push_principal_id=" in _applies(fake_terraform)[-1]
+
+    # The hybrid pool's type cannot flip in place: refused before anything is applied.
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and "A pool's type cannot change" in str(result.exception)
+    assert len(_applies(fake_terraform)) == 1
+    assert runner.invoke(app, ["down", "--yes"]).exit_code == 0
+
+    # --push without a service principal (no terminal to ask in): how to make one, nothing applied.
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and isinstance(result.exception, PushCredentialsMissing)
+    message = str(result.exception)
+    assert "az ad sp create-for-rbac --name numerai-nodes-push" in message
+    assert all(name in message for name in PUSH_ENV)
+    assert len(_applies(fake_terraform)) == 1
+
+    # A wrong secret fails at sign-in, before Terraform, and the message does not show it.
+    azure_env.entra.add_service_principal(PUSH_APP, PUSH_SECRET, PUSH_OBJECT)
+    for name, value in zip(PUSH_ENV, (PUSH_APP, TENANT, "not-the-secret"), strict=True):
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and isinstance(result.exception, AzureSettingsError)
+    assert "AADSTS7000215" in str(result.exception) and PUSH_APP in str(result.exception)
+    assert "not-the-secret" not in str(result.exception) + result.output
+    assert len(_applies(fake_terraform)) == 1
+
+    # Only two of the three parts: the missing one is named.
+    monkeypatch.delenv(PUSH_ENV[1])
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and PUSH_ENV[1] in str(result.exception)
+
+    # The service principal's appId, tenant and secret: signed in, granted, stored in the block.
+    monkeypatch.setenv(PUSH_ENV[1], TENANT)
+    monkeypatch.setenv(PUSH_ENV[2], PUSH_SECRET)
+    result = runner.invoke(app, ["up", "--push"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) == "azure-container-instance:push"
+    assert "no worker to run" in _text(result)
+    apply = _applies(fake_terraform)[-1]
+    assert "-var=push_pool=true" in apply
+    # The stack grants the worker role to the object id Entra ID named, not to the appId.
+    assert f"-var=push_principal_id={PUSH_OBJECT}" in apply
+    assert "unused" in _text(result) and "--no-worker-identity" in _text(result)
+    push_block = settings.push_credentials_block
+    block = AzureContainerInstanceCredentials.load(push_block)
+    assert (block.client_id, block.tenant_id) == (PUSH_APP, TENANT)
+    assert block.client_secret.get_secret_value() == PUSH_SECRET
+    template = read_pool_template(pool)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(push_block, ACI_PUSH.block_type)
+    assert _defaults(template)["aci_credentials"] == {
+        "$ref": {"block_document_id": str(document.id)}
+    }
+    # The containers still run as the job identity and read the keys from Key Vault.
+    assert _defaults(template)["identities"] == [OUTPUTS["job_identity_id"]]
+    assert _defaults(template)["env"]["NUMERAI_NODES_KEY_VAULT_URL"] == OUTPUTS["key_vault_uri"]
+
+    # No key or secret in the pool, the output, Terraform's argv, environment or state.
+    calls = _calls(fake_terraform)
+    state = (_state_dir(home) / "terraform.tfstate").read_text()
+    visible = json.dumps(template) + result.output + json.dumps(calls) + state
+    for secret in (PUBLIC_ID, SECRET_KEY, PUSH_SECRET):
+        assert secret not in visible
+    assert all(call["keys_in_env"] == [] for call in calls)
+
+    # The template is one the ACI worker accepts; the block reference resolves to the principal.
+    assert set(default_template(POOL_TYPE)["variables"]["properties"]) <= set(_defaults(template))
+
+    async def configuration():
+        async with get_client() as client:
+            return await AzureContainerWorker.job_configuration.from_template_and_values(
+                template, {}, client=client
+            )
+
+    config = asyncio.run(configuration())
+    assert config.aci_credentials.client_id == PUSH_APP
+    assert config.aci_credentials.client_secret.get_secret_value() == PUSH_SECRET
+    assert config.subscription_id.get_secret_value() == SUBSCRIPTION
+    assert config.resource_group_name == OUTPUTS["resource_group"]
+    assert config.identities == [OUTPUTS["job_identity_id"]]
+    assert config.image_registry.identity == OUTPUTS["job_identity_id"]
+
+    # A later `up` keeps push and the saved block without the secret.
+    monkeypatch.delenv(PUSH_ENV[2])
+    result = runner.invoke(app, ["up", "--skip-keys"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) == "azure-container-instance:push"
+    assert f"-var=push_principal_id={PUSH_OBJECT}" in _applies(fake_terraform)[-1]
+
+    # doctor: the pool's kind and its block.
+    checks = {c.name: c for c in doctor_checks(pool, settings=settings)}
+    assert checks["azure-container-instance pool kind"].status == "ok"
+    assert checks["azure-container-instance push credentials"].status == "ok"
+    assert f"azure-container-instance-credentials/{push_block}" in (
+        checks["azure-container-instance push credentials"].detail
+    )
+    assert checks[f"Work pool {pool}"].status == "ok", checks[f"Work pool {pool}"]
+    assert PUSH_SECRET not in json.dumps([c.to_json() for c in checks.values()])
+    # A hybrid pool where the stack recorded --push names the fix.
+    (check,) = ACI_PUSH.checks(pool, POOL_TYPE, template, recorded=True)
+    assert check.status == "fail" and f"prefect work-pool delete {pool}" in check.fix
+    assert "infra azure up --push" in check.fix
+
+    result = runner.invoke(app, ["down", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert read_pool_type(pool) is None
+    assert f"deleted block azure-container-instance-credentials/{push_block}" in _text(result)
+
+
+def test_push_is_refused_off_prefect_cloud(settings, cli_env, fake_terraform, prefect_server):
+    from infra.pools import PushNeedsPrefectCloud
+
+    result = CliRunner().invoke(app, ["up", "--push"])
+    assert result.exit_code == 1 and isinstance(result.exception, PushNeedsPrefectCloud)
+    assert "prefect cloud login" in str(result.exception)
+    assert "numerai-nodes infra azure up" in str(result.exception)
+    assert _applies(fake_terraform) == []
+
+
+def test_going_back_to_hybrid_revokes_the_grant_and_deletes_the_block(
+    push_settings, cloud, fake_terraform
+):
+    from prefect import get_client
+
+    from infra.pools import block_id_by_name, read_pool_type
+
+    settings = push_settings
+    pushed = azure.up(settings, None, push=True)
+    assert pushed.pool_type == "azure-container-instance:push"
+    assert pushed.push_block == settings.push_credentials_block and pushed.notes
+    assert PUSH_SECRET not in json.dumps(pushed.to_json()) and PUSH_SECRET not in repr(pushed)
+
+    # --no-push refuses to flip the push pool in place, naming the delete.
+    with pytest.raises(NodeError, match=r"prefect work-pool delete"):
+        azure.up(settings, None, push=False)
+    with get_client(sync_client=True) as client:
+        client.delete_work_pool(settings.pool_name)
+    hybrid = azure.up(settings, None, push=False)
+    assert hybrid.pool_type == POOL_TYPE and hybrid.push_block is None
+    assert read_pool_type(settings.pool_name) == POOL_TYPE
+    apply = _applies(fake_terraform)[-1]
+    assert "-var=push_pool=false" in apply and "-var=push_principal_id=" in apply
+    block_type = "azure-container-instance-credentials"
+    assert block_id_by_name(settings.push_credentials_block, block_type) is None
+    # The stack now records hybrid: a later `up` keeps it.
+    assert azure.up(settings, None).pool_type == POOL_TYPE
+
+
+def test_up_push_asks_for_the_principal_in_a_terminal(settings, cloud, azure_env, fake_terraform):
+    azure_env.entra.add_service_principal(PUSH_APP, PUSH_SECRET, PUSH_OBJECT)
+    answers = {"appId": PUSH_APP, "tenant": TENANT, "password": PUSH_SECRET}
+    asked: list[str] = []
+
+    def ask(label: str) -> str:
+        asked.append(label)
+        return next(value for word, value in answers.items() if label.startswith(word))
+
+    info = azure.up(settings, None, push=True, ask=ask)
+    assert info.pool_type == "azure-container-instance:push" and len(asked) == 3
+    assert "az ad sp create-for-rbac" in asked[0]
+    # The block exists now: the next `up` asks nothing.
+    azure.up(settings, None, ask=ask)
+    assert len(asked) == 3
+
+
+def test_doctor_flags_a_push_pool_the_stack_did_not_record(settings, prefect_server, home):
+    from prefect import get_client
+
+    azure.up(settings, None)  # hybrid, recorded so
+    template = read_pool_template(settings.pool_name)
+    with get_client(sync_client=True) as client:
+        client.delete_work_pool(settings.pool_name)
+    upsert_pool(settings.pool_name, "azure-container-instance:push", template)
+    checks = {c.name: c for c in doctor_checks(settings.pool_name, settings=settings)}
+    kind = checks["azure-container-instance pool kind"]
+    assert kind.status == "fail" and "without --push" in kind.detail
+    assert "numerai-nodes infra azure up --push" in kind.fix
+
+
 # --- the CLI --------------------------------------------------------------------------------
 
 
@@ -642,6 +883,7 @@ def cli_env(settings, monkeypatch) -> None:
         "SUBSCRIPTION_ID": SUBSCRIPTION,
         "LOCATION": "westeurope",
         "POOL_NAME": settings.pool_name,
+        "PUSH_CREDENTIALS_BLOCK": settings.push_credentials_block,
         "RBAC_WAIT_SECONDS": "0",
     }.items():
         monkeypatch.setenv(f"NUMERAI_NODES_AZURE_{name}", value)

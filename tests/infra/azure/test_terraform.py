@@ -41,7 +41,11 @@ OUTPUTS = {
     "job_identity_client_id",
     "worker_identity_id",
     "worker_identity_client_id",
+    "push_pool",
+    "push_principal_id",
 }
+PUSH = "${var.push_principal_id}"
+PUSH_COUNT = '${var.push_principal_id != "" ? 1 : 0}'
 
 
 def _plain(value: Any) -> Any:
@@ -235,13 +239,22 @@ def test_the_deployer_may_set_secrets_in_the_vault_only(resources):
 def test_worker_identity_is_optional_and_least_privilege(resources, config):
     assert _blocks(config, "variable")["create_worker_identity"]["type"] == "bool"
     worker_resources = {
-        name: body
+        (kind, name): body
         for (kind, name), body in resources.items()
         if kind != "azurerm_role_assignment" and "worker" in name
     }
-    for name, body in worker_resources.items():
-        assert body["count"] == "${var.create_worker_identity ? 1 : 0}", name
+    assert set(worker_resources) == {
+        ("azurerm_user_assigned_identity", "worker"),
+        ("azurerm_role_definition", "worker"),
+    }
+    identity = worker_resources[("azurerm_user_assigned_identity", "worker")]
+    assert identity["count"] == "${var.create_worker_identity ? 1 : 0}"
+    # The role also serves a push pool's service principal (test_push_principal_... below).
     role = resources[("azurerm_role_definition", "worker")]
+    assert role["count"] == "${local.worker_role ? 1 : 0}"
+    (locals_,) = [item for item in config["locals"] if "worker_role" in item]
+    assert locals_["worker_role"] == '${var.create_worker_identity || var.push_principal_id != ""}'
+
     assert role["scope"] == "${azurerm_resource_group.nodes.id}"
     assert role["assignable_scopes"] == ["${azurerm_resource_group.nodes.id}"]
     assert role["permissions"][0]["actions"] == [
@@ -265,6 +278,35 @@ def test_worker_identity_is_optional_and_least_privilege(resources, config):
     )
     for name, body in grants.items():
         assert body["count"] == "${var.create_worker_identity ? 1 : 0}", name
+
+
+def test_push_principal_gets_the_worker_grants_and_no_more(resources, config):
+    variables = _blocks(config, "variable")
+    assert variables["push_pool"]["type"] == "bool" and variables["push_pool"]["default"] is False
+    principal = variables["push_principal_id"]
+    assert principal["type"] == "string" and principal["default"] == ""
+    assert "can(regex(" in principal["validation"][0]["condition"]
+    grants = {
+        name: body for name, body in _assignments(resources).items() if body["principal_id"] == PUSH
+    }
+    assert {name: body["scope"] for name, body in grants.items()} == {
+        "push_containers": "${azurerm_resource_group.nodes.id}",
+        "push_assigns_job_identity": "${azurerm_user_assigned_identity.job.id}",
+    }
+    assert grants["push_containers"]["role_definition_id"] == (
+        "${azurerm_role_definition.worker[0].role_definition_resource_id}"
+    )
+    assert grants["push_assigns_job_identity"]["role_definition_name"] == (
+        "Managed Identity Operator"
+    )
+    for name, body in grants.items():
+        assert body["count"] == PUSH_COUNT, name
+        assert body["principal_type"] == "ServicePrincipal", name
+    # No application, service principal or secret of it in Terraform: the user makes those.
+    assert not [kind for kind, _ in resources if kind.startswith("azuread_")]
+    (terraform,) = config["terraform"]
+    providers = {name for name in terraform["required_providers"][0] if not name.startswith("__")}
+    assert providers == {"azurerm"}
 
 
 def test_no_broad_role_anywhere(resources):
