@@ -116,6 +116,7 @@ class InterceptingProxy:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._ends: set[asyncio.StreamWriter] = set()  # both sides of every open tunnel
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
@@ -132,15 +133,30 @@ class InterceptingProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()  # its self-pipe sockets too: nothing leaks past the test
 
+    async def _shutdown(self) -> None:
+        """Stop listening and end every tunnel still open (a client's pooled keep-alive
+        connection), so no socket or task outlives the proxy."""
+        if self._server is not None:
+            self._server.close()
+        for end in list(self._ends):
+            end.transport.abort()  # at once: an orderly TLS close would wait for the client
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the aborted transports' connection_lost callbacks run
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: asyncio.StreamWriter | None = None
+        self._ends.add(writer)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
@@ -154,12 +170,14 @@ class InterceptingProxy:
             await writer.drain()
             await writer.start_tls(self._tls)
             up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.routes[host])
+            self._ends.add(upstream)
             await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # a client that hangs up mid-handshake is not the proxy's problem
         finally:
             for end in (writer, upstream):
                 if end is not None:
+                    self._ends.discard(end)
                     with contextlib.suppress(Exception):
                         end.close()
 
