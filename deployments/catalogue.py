@@ -15,7 +15,7 @@ from flows.tournaments import Tournament
 CATALOGUE = Path("prefect.yaml")
 # Nodes on the clouds, in files of their own: `prefect deploy --all` of prefect.yaml then works
 # where no cloud pool exists yet. Each is deployed with `--prefect-file`.
-CLOUD_CATALOGUES = (Path("prefect.aws.yaml"), Path("prefect.gcp.yaml"))
+CLOUD_CATALOGUES = (Path("prefect.aws.yaml"), Path("prefect.gcp.yaml"), Path("prefect.azure.yaml"))
 
 
 class CatalogueError(ConfigurationError):

@@ -122,7 +122,8 @@ def remove(
     if name not in declared:
         raise fail(
             f"nodes.yaml declares no node {name!r} (nodes: {', '.join(declared) or 'none'}). "
-            "Nodes of prefect.aws.yaml and prefect.gcp.yaml are removed by editing those files."
+            "Nodes of prefect.aws.yaml, prefect.gcp.yaml and prefect.azure.yaml are removed by "
+            "editing those files."
         )
     spec = declared[name].spec.name
     orphaned = not any(n.spec.name == spec for n in declared.values() if n.name != name)

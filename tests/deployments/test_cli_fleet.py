@@ -13,6 +13,7 @@ import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
+from deployments.catalogue import CLOUD_CATALOGUES
 from deployments.cli import app
 
 ROOT = Path(__file__).parents[2]
@@ -21,7 +22,7 @@ WIDE = {"COLUMNS": "300"}
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    for name in ("nodes.yaml", "prefect.yaml", "prefect.aws.yaml", "prefect.gcp.yaml"):
+    for name in ("nodes.yaml", "prefect.yaml", *(str(path) for path in CLOUD_CATALOGUES)):
         shutil.copy(ROOT / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -96,7 +97,7 @@ def test_sync_check_fails_when_nodes_yaml_changed_by_hand(project):
 def test_removing_a_node_of_a_cloud_file_points_at_that_file(project):
     removed = _run("node", "remove", "tournament-aws", "--keep-deployment")
     assert removed.exit_code == 1
-    assert "prefect.aws.yaml and prefect.gcp.yaml are removed by editing" in removed.output
+    assert "prefect.gcp.yaml and prefect.azure.yaml are removed by editing" in removed.output
 
 
 def test_up_says_when_prefect_yaml_is_out_of_step_with_nodes_yaml(project, monkeypatch):

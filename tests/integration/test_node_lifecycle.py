@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from deployments.catalogue import CLOUD_CATALOGUES
 from tests.integration.local_stack import PROJECT, Stack
 
 NODE = "lifecycle_model"
@@ -25,7 +26,7 @@ def _project(root: Path) -> Path:
     root.mkdir()
     for name in ("flows", "models"):
         (root / name).symlink_to(PROJECT / name)
-    for name in ("prefect.yaml", "prefect.aws.yaml", "prefect.gcp.yaml"):
+    for name in ("prefect.yaml", *(str(path) for path in CLOUD_CATALOGUES)):
         (root / name).write_text((PROJECT / name).read_text())
     declarations = yaml.safe_load((PROJECT / "nodes.yaml").read_text())
     spec = {"data_version": "v5.2", "params": {"n_estimators": 10}, "training": {"schedule": None}}
