@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import load_settings
-from infra.cloud import CloudError, key_env_names
+from infra.cloud import (
+    CloudError,
+    PlaceStatus,
+    key_env_names,
+    missing_stack_status,
+    stack_status,
+)
+from infra.pools import read_pool_template
 
 Progress = Callable[[str], None]
 _TAIL_LINES = 15
@@ -172,6 +179,52 @@ class TerraformCli:
                 stale.unlink()
         for path in files:
             shutil.copyfile(path, self.work_dir / path.name)
+
+
+def outputs_or_empty(terraform: TerraformCli) -> dict[str, str]:
+    """The outputs of the applied stack; empty when it was never applied (or was destroyed)."""
+    try:
+        return terraform.outputs()
+    except terraform.place.failed:
+        # No state, or a directory never initialised: there is no stack yet.
+        return {}
+
+
+def terraform_status(
+    terraform: TerraformCli,
+    label: str,
+    pool_name: str,
+    missing_outputs: Callable[[dict[str, str]], list[str]],
+    pool_mismatches: Callable[[dict[str, Any], dict[str, str]], list[str]],
+) -> PlaceStatus:
+    """A Terraform place's status: its outputs, and whether pool `pool_name` matches them.
+
+    `label` names the stack in messages ("GCP"); `pool_mismatches(template, outputs)` lists
+    the pool's variables that differ from what the outputs say.
+    """
+    place = terraform.place
+    where = f"Terraform state in {terraform.work_dir}"
+    outputs = outputs_or_empty(terraform)
+    template = read_pool_template(pool_name)
+    if not outputs:
+        return missing_stack_status(
+            place.name,
+            where,
+            pool_name=pool_name,
+            pool_exists=template is not None,
+            problem=f"no {label} stack is applied ({where}); `{place.up_command}` creates it",
+        )
+    missing = missing_outputs(outputs)
+    return stack_status(
+        place.name,
+        where,
+        pool_name=pool_name,
+        pool_template=template,
+        stack_state="applied",
+        outputs=outputs,
+        problems=[f"the stack's outputs lack {', '.join(missing)}"] if missing else [],
+        mismatches=None if missing else (lambda found: pool_mismatches(found, outputs)),
+    )
 
 
 def _vars(variables: Mapping[str, str]) -> list[str]:

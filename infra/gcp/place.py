@@ -18,9 +18,7 @@ from deployments import recovery
 from infra.cloud import (
     NumeraiKeys,
     PlaceStatus,
-    missing_stack_status,
     remove_pool_and_block,
-    stack_status,
 )
 from infra.gcp.errors import UP_COMMAND, GcpSettingsError, TerraformFailed
 from infra.gcp.pool import (
@@ -41,12 +39,12 @@ from infra.pools import (
     block_id_by_name,
     delete_block,
     delete_pool,
-    read_pool_template,
     require_prefect_api,
     save_block,
     set_variable,
     upsert_pool,
 )
+from infra.terraform import outputs_or_empty, terraform_status
 
 PLACE = "gcp"
 BUCKET = "google_storage_bucket.cache"  # the Terraform address of the results bucket
@@ -250,28 +248,12 @@ def down(
 
 def status(settings: GcpSettings) -> PlaceStatus:
     """The stack's outputs, and whether the pool matches them."""
-    terraform = Terraform(settings)
-    where = f"Terraform state in {terraform.work_dir}"
-    outputs = outputs_or_empty(terraform)
-    template = read_pool_template(settings.pool_name)
-    if not outputs:
-        return missing_stack_status(
-            PLACE,
-            where,
-            pool_name=settings.pool_name,
-            pool_exists=template is not None,
-            problem=f"no GCP stack is applied ({where}); `{UP_COMMAND}` creates it",
-        )
-    missing = missing_outputs(outputs)
-    return stack_status(
-        PLACE,
-        where,
-        pool_name=settings.pool_name,
-        pool_template=template,
-        stack_state="applied",
-        outputs=outputs,
-        problems=[f"the stack's outputs lack {', '.join(missing)}"] if missing else [],
-        mismatches=(None if missing else (lambda found: pool_mismatches(found, outputs, settings))),
+    return terraform_status(
+        Terraform(settings),
+        "GCP",
+        settings.pool_name,
+        missing_outputs,
+        lambda template, outputs: pool_mismatches(template, outputs, settings),
     )
 
 
@@ -291,15 +273,6 @@ def resolve_project(settings: GcpSettings, outputs: dict[str, str]) -> str:
             f"`{UP_COMMAND}` again."
         )
     return project
-
-
-def outputs_or_empty(terraform: Terraform) -> dict[str, str]:
-    """The outputs of the applied stack; empty when it was never applied (or was destroyed)."""
-    try:
-        return terraform.outputs()
-    except TerraformFailed:
-        # No state, or a directory never initialised: there is no stack yet.
-        return {}
 
 
 def _adopt_kept_bucket(terraform: Terraform, project: str, region: str) -> None:
