@@ -21,8 +21,8 @@ NODE_IDENTITY = "11111111-1111-1111-1111-111111111111"  # the job identity: may 
 OTHER_IDENTITY = "22222222-2222-2222-2222-222222222222"  # an identity without access
 ADMIN = "33333333-3333-3333-3333-333333333333"  # a service principal that stores the keys
 ADMIN_SECRET = "admin-client-secret"
-PUBLIC_ID = "PUBLICIDFROMTHEVAULT"
-SECRET_KEY = "SECRETKEYFROMTHEVAULT0123456789"
+PUBLIC_ID = "fake-public-id-from-the-vault"  # a test value, not a key
+SECRET_KEY = "fake-secret-key-from-the-vault"  # a test value, not a key
 PROJECT = Path(__file__).parents[2]
 
 
