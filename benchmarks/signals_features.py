@@ -12,7 +12,8 @@ the peak above the RSS with the prices loaded. `--quick`: 500 tickers x 3 years,
 Then the node's own path, from the price cache: the same prices written as the cache's parquet
 chunks (symbols as strings, as yfinance's batches store them), read and turned into features:
 - cache-old: `benchmarks.signals_old.load_prices_old` (every column, pandas dedupe and sort);
-- cache-new: `PriceCache.load(columns=PRICE_INPUTS, ordered=False)`, as flows/signals.py reads.
+- cache-new: `PriceCache.load(columns=PRICE_INPUTS, ordered=False)`, as flows/signals.py reads,
+  and the features in two steps with the prices freed between them, as its features step does.
 Time and peak RSS cover the load and the features.
 """
 
@@ -86,8 +87,8 @@ def child(args: argparse.Namespace) -> None:
 
 def _cache_child(args: argparse.Namespace) -> None:
     """Load the cache at args.cache and compute the features, the old way or the node's."""
-    from flows.prices import PriceCache
-    from models.signals import PRICE_INPUTS, compute_features
+    from flows.prices import PriceCache, release_freed_prices
+    from models.signals import PRICE_INPUTS, compute_features, daily_features, rank_features
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
@@ -95,15 +96,22 @@ def _cache_child(args: argparse.Namespace) -> None:
         from benchmarks.signals_old import load_prices_old
 
         prices = load_prices_old(args.cache)
-    else:
+        loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        fridays = pd.date_range(prices["date"].min(), prices["date"].max(), freq="W-FRI")
+        features, prices_rows = compute_features(prices, fridays), len(prices)
+    else:  # as flows/signals.py does: the prices are freed before the features are ranked
         prices = PriceCache(args.cache).load(columns=PRICE_INPUTS, ordered=False)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    fridays = pd.date_range(prices["date"].min(), prices["date"].max(), freq="W-FRI")
-    features = compute_features(prices, fridays)
+        loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        fridays = pd.date_range(prices["date"].min(), prices["date"].max(), freq="W-FRI")
+        prices_rows = len(prices)
+        daily = daily_features(prices, fridays)
+        del prices
+        release_freed_prices()
+        features = rank_features(daily)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": seconds, "peak": peak, "loaded": loaded, "before": before,
-                      "rows": len(features), "prices_rows": len(prices)}))  # fmt: skip
+                      "rows": len(features), "prices_rows": prices_rows}))  # fmt: skip
 
 
 def write_cache(root: Path, tickers: int, years: int, chunks: int = 4) -> None:

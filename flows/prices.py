@@ -211,6 +211,15 @@ class PriceReport:
         )
 
 
+def release_freed_prices() -> None:
+    """Hand back to the system the memory of loaded price frames that are gone.
+
+    `PriceCache.load` converts without a copy, so a frame's arrays live in Arrow's memory pool,
+    which keeps freed memory for its next allocation instead of returning it.
+    """
+    pa.default_memory_pool().release_unused()
+
+
 class PriceCache:
     """Daily prices kept under a directory as parquet chunks, plus coverage.json.
 

@@ -35,7 +35,7 @@ from flows.price_steps import (
     read_targets,
     write_parquet,
 )
-from flows.prices import EXCHANGE_TABLE, PriceCache, load_exchange_table
+from flows.prices import EXCHANGE_TABLE, PriceCache, load_exchange_table, release_freed_prices
 from flows.report import EraScores, publish_report, score_eras
 from flows.round_start import round_start
 from flows.settings import source_label
@@ -120,10 +120,16 @@ def compute_features(node: SignalsNode, dataset: Path, ticker_map: Path, prices_
     symbols = mapping.loc[mapping["numerai_ticker"].isin(rows["numerai_ticker"]), "yahoo"]
     dates = rows["date"].unique()
     start, end = signals.price_range(dates)
-    prices = PriceCache(prices_dir).load(
-        symbols.dropna().unique(), start, end, signals.PRICE_INPUTS, ordered=False
+    # The prices go straight into the first step, so they are freed before the features are
+    # ranked: the two never take memory at once (models/signals.py, compute_features).
+    daily = signals.daily_features(
+        PriceCache(prices_dir).load(
+            symbols.dropna().unique(), start, end, signals.PRICE_INPUTS, ordered=False
+        ),
+        dates,
     )
-    features = signals.compute_features(prices, dates)
+    release_freed_prices()
+    features = signals.rank_features(daily)
     get_run_logger().info(
         "Features for %s: %d rows over %d dates", dataset.name, len(features), len(dates)
     )

@@ -2,7 +2,8 @@
 
 The steps, in the order a round runs them:
 1. map_tickers: Numerai's tickers ("AAPL US") -> Yahoo symbols ("AAPL").
-2. compute_features: daily prices -> per-date quintile features, with lags and differences.
+2. compute_features: daily prices -> per-date quintile features, with lags and differences
+   (daily_features, then rank_features).
 3. build_training_set: features joined to Numerai's targets by ticker and Friday.
 4. fit, then predict_live: LightGBM, predictions ranked into (0, 1), with a coverage count.
 """
@@ -29,6 +30,7 @@ VOLATILITY_WINDOWS = (21, 63)
 VOLUME_WINDOWS = (5, 63)  # recent average volume relative to the longer average
 LAGS = (1, 2)  # in weeks; every feature also gets its value LAGS weeks earlier ...
 DIFFS = (1,)  # ... and its change over DIFFS weeks
+_WEEKS = tuple(sorted({*LAGS, *DIFFS}))  # the past weeks a feature date also needs
 FILL_LIMIT = 5  # trading days a price is carried over a gap (a holiday) before it counts as stale
 PRICE_INPUTS = ("close", "volume")  # the price columns compute_features reads
 HISTORY_DAYS = 400  # calendar days of prices needed before the first feature date
@@ -195,39 +197,72 @@ def compute_features(prices: pd.DataFrame, dates: Iterable, block: int = 256) ->
     day (a Friday holiday) takes the last trading day before it, if at most a week before.
     The same numbers as the pandas functions above (rsi, returns, ...) ranked by quintiles(),
     but each window is read only at the dates needed, `block` symbols at a time.
+
+    In two steps, `rank_features(daily_features(prices, dates))`: a caller that hands the
+    prices straight to daily_features (as the node's features step does) frees them before the
+    ranked features are built, so the two never exist at once.
     """
+    return rank_features(daily_features(prices, dates, block))
+
+
+@dataclass
+class DailyFeatures:
+    """The BASE_FEATURES of each symbol at the days compute_features needs, before ranking.
+
+    `raw[i]` is a (sample day, symbol) array of BASE_FEATURES[i]; `priced` marks the cells with
+    a recent price. It holds no reference to the prices it came from.
+    """
+
+    days: pd.DatetimeIndex  # the dates asked for
+    sample: pd.DatetimeIndex  # those dates and the dates of their lags and differences
+    symbols: pd.Index
+    raw: list[np.ndarray | None]
+    priced: np.ndarray
+
+
+def daily_features(prices: pd.DataFrame, dates: Iterable, block: int = 256) -> DailyFeatures:
+    """The first step of compute_features: each base feature at the needed days, unranked."""
     trading, symbols, blocks = panel.pivot_blocks(prices, ["close", "volume"], block)
     days = pd.DatetimeIndex(sorted(set(pd.to_datetime(list(dates)))))
-    past = {k: days - pd.Timedelta(weeks=k) for k in sorted({*LAGS, *DIFFS})}
-    sample = days.append(list(past.values())).unique().sort_values()
+    sample = days.append([days - pd.Timedelta(weeks=k) for k in _WEEKS]).unique().sort_values()
     at = trading.get_indexer(sample, method="ffill", tolerance=pd.Timedelta(days=7))
-    raw = [np.empty((len(sample), len(symbols))) for _ in BASE_FEATURES]
+    raw: list[np.ndarray | None] = [np.empty((len(sample), len(symbols))) for _ in BASE_FEATURES]
     priced = np.empty((len(sample), len(symbols)), dtype=bool)
     for cols, (close, volume) in blocks:
         close = panel.ffill(close, FILL_LIMIT)
         volume = np.where(np.isnan(close), np.nan, np.nan_to_num(volume, nan=0.0))
         priced[:, cols] = (at >= 0)[:, None] & ~np.isnan(close[at])
         for i, values in enumerate(_daily_at(close, volume, at)):
-            raw[i][:, cols] = values
+            raw[i][:, cols] = values  # type: ignore[index]  # none is None yet
+    return DailyFeatures(days, pd.DatetimeIndex(sample), symbols, raw, priced)
+
+
+def rank_features(daily: DailyFeatures) -> pd.DataFrame:
+    """The second step of compute_features: rank each base feature per day into quintiles, with
+    its lags and differences. Frees `daily`'s arrays as it goes (it cannot be ranked twice)."""
+    days, sample, priced = daily.days, daily.sample, daily.priced
     now_rows = sample.get_indexer(days)
+    past_rows = {k: sample.get_indexer(days - pd.Timedelta(weeks=k)) for k in _WEEKS}
     keep = priced[now_rows].ravel()  # (date, symbol) cells with a recent price
     pick = slice(None) if keep.all() else np.flatnonzero(keep)
     # Column-major: a column's pages are touched only when it is written, as raw is freed.
     values = np.empty((int(keep.sum()), len(FEATURES)), dtype=np.float32, order="F")
     column = {name: i for i, name in enumerate(FEATURES)}
     for i, name in enumerate(BASE_FEATURES):
-        daily, raw[i] = raw[i], None  # type: ignore[call-overload]  # freed as it is ranked
-        daily[~priced] = np.nan
-        ranked = panel.quintiles(daily)
-        del daily
+        raw, daily.raw[i] = daily.raw[i], None  # freed as it is ranked
+        if raw is None:
+            raise ValueError("these daily features were ranked already")
+        raw[~priced] = np.nan
+        ranked = panel.quintiles(raw)
+        del raw
         now = ranked[now_rows]
         values[:, column[name]] = now.ravel()[pick]
         for k in LAGS:
-            values[:, column[f"{name}_lag{k}"]] = ranked[sample.get_indexer(past[k])].ravel()[pick]
+            values[:, column[f"{name}_lag{k}"]] = ranked[past_rows[k]].ravel()[pick]
         for k in DIFFS:
-            change = now - ranked[sample.get_indexer(past[k])]
+            change = now - ranked[past_rows[k]]
             values[:, column[f"{name}_diff{k}"]] = change.ravel()[pick]
-    index = pd.MultiIndex.from_product([days, symbols], names=["date", "symbol"])
+    index = pd.MultiIndex.from_product([days, daily.symbols], names=["date", "symbol"])
     index = index if isinstance(pick, slice) else index[pick]
     return pd.DataFrame(values, index=index, columns=FEATURES, copy=False)
 

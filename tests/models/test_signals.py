@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,6 +114,24 @@ def test_compute_features_shape_lags_and_diffs():
     pd.testing.assert_frame_equal(lag1.iloc[1:], current.shift(1).iloc[1:])
     pd.testing.assert_frame_equal(diff1.iloc[1:], (current - current.shift(1)).iloc[1:])
     assert set(np.unique(current)) == {0, 1, 2, 3, 4}
+
+
+def test_the_daily_features_keep_no_hold_on_the_prices_and_are_ranked_once():
+    # The node's features step frees the prices between the two steps (flows/signals.py); a
+    # reference kept in DailyFeatures would hold them beside the ranked features again.
+    prices = _prices([f"S{i}" for i in range(12)])
+    fridays = pd.date_range("2022-06-03", "2023-06-30", freq="W-FRI")
+    expected = signals.compute_features(prices.copy(), fridays)
+    held = weakref.ref(prices)
+
+    daily = signals.daily_features(prices, fridays)
+    del prices
+    assert held() is None
+
+    pd.testing.assert_frame_equal(signals.rank_features(daily), expected)
+    assert daily.raw == [None] * len(signals.BASE_FEATURES)  # each array freed once ranked
+    with pytest.raises(ValueError, match="ranked already"):
+        signals.rank_features(daily)
 
 
 def test_a_friday_holiday_uses_thursday_and_a_stale_ticker_drops_out():
