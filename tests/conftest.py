@@ -23,6 +23,10 @@ LIVE_NUMERAI_KEYS = {
 }
 for _name in ("NUMERAI_PUBLIC_ID", "NUMERAI_SECRET_KEY", "NUMERAI_API_URL", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
+# pytest-xdist's workers start with COLUMNS=80, and Rich fixes a console's width at creation
+# from COLUMNS: the CLI's consoles would stay 80 wide for the tests that ask for a wide one.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 import pytest  # noqa: E402  (after the environment above is set)
 from prefect.settings import PREFECT_API_URL  # noqa: E402

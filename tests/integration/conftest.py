@@ -25,8 +25,9 @@ SILENCE_SECONDS = 45
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    """`numerai-nodes up --sandbox`, run in-process with this stack's home and ports."""
+def _stack_session(tmp_path_factory) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """`numerai-nodes up --sandbox`, run in-process with this stack's home and ports, once a
+    session; with the settings its modules run under (`stack` applies them module by module)."""
     root = tmp_path_factory.mktemp("round-day")
     home = root / "home"
     ports = {"prefect": free_port(), "gateway": free_port(), "sandbox": free_port()}
@@ -39,30 +40,58 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         "NUMERAI_NODES_RESTART_DELAY_SECONDS": "10",
         **{f"NUMERAI_NODES_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
-    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
+    with contextlib.ExitStack() as cleanup:
         database = None
         if Postgres.available():
             database = cleanup.enter_context(Postgres(root / "pg"))
             settings_env["NUMERAI_NODES_DATABASE_URL"] = database.url
+        with _stack_settings(settings_env):
+            # Subprocesses (the CLI as users run it) get the same settings, and no keys or API URL.
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if not key.startswith(
+                    ("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API")
+                )
+            }
+            env["COLUMNS"] = "200"
+            local = LocalStack(StackSettings(_env_file=None), project_dir=PROJECT)
+            cleanup.callback(_down, local, settings_env)
+            started = _up(local)
+        yield Stack(local, env, ports, home, database, started), settings_env
+
+
+@pytest.fixture(scope="module")
+def stack(_stack_session) -> Iterator[Stack]:
+    """The session's local stack, up, with its settings and working directory for this module
+    alone: other modules (and pytest-xdist's other files in this process) see neither."""
+    running, settings_env = _stack_session
+    with _stack_settings(settings_env):
+        if not running.stack.is_up():  # a module stopped it (test_round_day's `down`)
+            _up(running.stack)
+        yield running
+
+
+@contextlib.contextmanager
+def _stack_settings(settings_env: dict[str, str]) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
         patch.chdir(PROJECT)
         for name, value in settings_env.items():
             patch.setenv(name, value)
         for name in ("NUMERAI_NODES_TOKEN_TOURNAMENT", "NUMERAI_NODES_GATEWAY_PUBLIC_URL"):
             patch.delenv(name, raising=False)
-        # Subprocesses (the CLI as users run it) get the same settings, and no keys or API URL.
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(
-                ("NUMERAI_PUBLIC", "NUMERAI_SECRET", "NUMERAI_API", "PREFECT_API")
-            )
-        }
-        env["COLUMNS"] = "200"
-        local = LocalStack(StackSettings(_env_file=None), project_dir=PROJECT)
-        cleanup.callback(local.down)
-        started = CliRunner().invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
-        assert started.exit_code == 0, started.output + logs(local)
-        yield Stack(local, env, ports, home, database, started.output)
+        yield
+
+
+def _up(local: LocalStack) -> str:
+    started = CliRunner().invoke(app, ["up", "--sandbox", "--sandbox-size", "tiny"])
+    assert started.exit_code == 0, started.output + logs(local)
+    return started.output
+
+
+def _down(local: LocalStack, settings_env: dict[str, str]) -> None:
+    with _stack_settings(settings_env):
+        local.down()
 
 
 @pytest.fixture(scope="session")
