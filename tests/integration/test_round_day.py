@@ -138,7 +138,7 @@ def test_up_again_says_the_stack_is_up(stack):
 
 
 def test_status_tails_thelogs(stack):
-    result = runner.invoke(app, ["status", "--logs", "5"])
+    result = runner.invoke(app, ["status", "--logs", "5"], env={"COLUMNS": "200"})  # paths whole
     assert result.exit_code == 0, result.output
     assert "worker.log" in result.output and "gateway.log" in result.output
     as_json = runner.invoke(app, ["status", "--logs", "5", "--json"])
