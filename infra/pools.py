@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import (
     VariableCreate,
@@ -356,3 +358,40 @@ class PushPool:
                 fix,
             )
         return Check(name, "ok", f"Prefect Cloud starts flow runs with {slug}/{document.name}")
+
+
+def pool_checks(
+    pool_name: str,
+    outputs: Mapping[str, str],
+    push: PushPool,
+    mismatches: Callable[[dict[str, Any]], list[str]],
+    stack_error: type[Exception],
+) -> list[Check]:
+    """Doctor's checks of a Terraform place's pool: its job template against the stack's
+    outputs (`mismatches` lists what differs; `stack_error` is the place's error for outputs
+    that cannot be compared), then its kind against the stack's recorded `push_pool`."""
+    name = f"Work pool {pool_name}"
+    fix = f"Create or update the pool from the stack with `{push.up_command}`."
+    try:
+        actual = read_pool_template(pool_name)
+    except (httpx.HTTPError, RuntimeError) as exc:  # the main doctor checks the Prefect API
+        return [Check(name, "warn", f"could not read the pool ({type(exc).__name__})", fix)]
+    if actual is None:
+        return [Check(name, "fail", "the pool does not exist", fix)]
+    try:
+        differ = mismatches(actual)
+    except stack_error as exc:
+        template = Check(name, "fail", str(exc), fix)
+    else:
+        image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
+        template = (
+            Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
+            if differ
+            else Check(name, "ok", f"matches the stack (image {image})")
+        )
+    try:
+        pool_type = read_pool_type(pool_name)
+    except (httpx.HTTPError, RuntimeError):
+        return [template]
+    recorded = outputs.get("push_pool") == "true"
+    return [template, *push.checks(pool_name, pool_type, actual, recorded)]

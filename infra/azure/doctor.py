@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 from azure.core.credentials import TokenCredential
 
 from deployments.checks import Check
@@ -13,7 +12,7 @@ from infra.azure.pool import ACI_PUSH, missing_outputs, pool_mismatches
 from infra.azure.secrets import KEY_OUTPUTS, KeyVault
 from infra.azure.settings import AzureSettings
 from infra.azure.terraform import Terraform
-from infra.pools import read_pool_template, read_pool_type
+from infra.pools import pool_checks
 
 _LOGIN_FIX = (
     "Run `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -34,8 +33,13 @@ def doctor_checks(
     checks.append(outputs_check)
     if not outputs:
         return checks
-    checks.append(_pool(pool_name, outputs, settings))
-    checks += _kind(pool_name, outputs)
+    checks += pool_checks(
+        pool_name,
+        outputs,
+        ACI_PUSH,
+        lambda template: pool_mismatches(template, outputs, settings),
+        AzureStackError,
+    )
     if credential is None and checks[0].status != "ok":
         return checks + _unchecked(outputs)
     try:
@@ -93,36 +97,6 @@ def _outputs(settings: AzureSettings) -> tuple[Check, dict[str, str]]:
         f"location {outputs['location']}"
     )
     return Check(name, "ok", detail), outputs
-
-
-def _pool(pool_name: str, outputs: dict[str, str], settings: AzureSettings) -> Check:
-    name = f"Work pool {pool_name}"
-    fix = f"Create or update the pool from the stack with `{UP_COMMAND}`."
-    try:
-        actual = read_pool_template(pool_name)
-    except (httpx.HTTPError, RuntimeError) as exc:  # the main doctor checks the Prefect API
-        return Check(name, "warn", f"could not read the pool ({type(exc).__name__})", fix)
-    if actual is None:
-        return Check(name, "fail", "the pool does not exist", fix)
-    try:
-        differ = pool_mismatches(actual, outputs, settings)
-    except AzureStackError as exc:
-        return Check(name, "fail", str(exc), fix)
-    if differ:
-        return Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
-    image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
-    return Check(name, "ok", f"matches the stack (image {image})")
-
-
-def _kind(pool_name: str, outputs: dict[str, str]) -> list[Check]:
-    """The pool's kind against the stack's push_pool, and a push pool's credentials block."""
-    try:
-        pool_type = read_pool_type(pool_name)
-        template = read_pool_template(pool_name)
-    except (httpx.HTTPError, RuntimeError):  # the main doctor checks the Prefect API
-        return []
-    recorded = outputs.get("push_pool") == "true"
-    return ACI_PUSH.checks(pool_name, pool_type, template, recorded)
 
 
 def _secret(vault: KeyVault, outputs: dict[str, str], env: str, output: str) -> Check:

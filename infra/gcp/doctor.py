@@ -23,7 +23,7 @@ from infra.gcp.pool import (
 from infra.gcp.secrets import SecretManager, adc_token, send
 from infra.gcp.settings import GcpSettings
 from infra.gcp.terraform import Terraform
-from infra.pools import read_pool_template, read_pool_type
+from infra.pools import pool_checks
 
 
 def doctor_checks(
@@ -40,8 +40,13 @@ def doctor_checks(
     checks.append(outputs_check)
     if not outputs:
         return checks
-    checks.append(_pool(pool_name, outputs, settings))
-    checks += _kind(pool_name, outputs)
+    checks += pool_checks(
+        pool_name,
+        outputs,
+        CLOUD_RUN_PUSH,
+        lambda template: pool_mismatches(template, outputs, settings),
+        GcpStackError,
+    )
     if outputs.get("worker_service_name"):
         checks.append(_hosted_worker(pool_name, outputs))
     if token is None and checks[0].status != "ok":
@@ -94,36 +99,6 @@ def _outputs(settings: GcpSettings) -> tuple[Check, dict[str, str]]:
         )
         return Check(name, "fail", detail, f"Create or update the stack with `{UP_COMMAND}`."), {}
     return Check(name, "ok", f"project {outputs['project']}, region {outputs['region']}"), outputs
-
-
-def _pool(pool_name: str, outputs: dict[str, str], settings: GcpSettings) -> Check:
-    name = f"Work pool {pool_name}"
-    fix = f"Create or update the pool from the stack with `{UP_COMMAND}`."
-    try:
-        actual = read_pool_template(pool_name)
-    except (httpx.HTTPError, RuntimeError) as exc:  # the main doctor checks the Prefect API
-        return Check(name, "warn", f"could not read the pool ({type(exc).__name__})", fix)
-    if actual is None:
-        return Check(name, "fail", "the pool does not exist", fix)
-    try:
-        differ = pool_mismatches(actual, outputs, settings)
-    except GcpStackError as exc:
-        return Check(name, "fail", str(exc), fix)
-    if differ:
-        return Check(name, "fail", "defaults differ from the stack: " + "; ".join(differ), fix)
-    image = actual.get("variables", {}).get("properties", {}).get("image", {}).get("default")
-    return Check(name, "ok", f"matches the stack (image {image})")
-
-
-def _kind(pool_name: str, outputs: dict[str, str]) -> list[Check]:
-    """The pool's kind against the stack's push_pool, and a push pool's credentials block."""
-    try:
-        pool_type = read_pool_type(pool_name)
-        template = read_pool_template(pool_name)
-    except (httpx.HTTPError, RuntimeError):  # the main doctor checks the Prefect API
-        return []
-    recorded = outputs.get("push_pool") == "true"
-    return CLOUD_RUN_PUSH.checks(pool_name, pool_type, template, recorded)
 
 
 def _hosted_worker(pool_name: str, outputs: dict[str, str]) -> Check:
