@@ -12,7 +12,9 @@ every webhook at once; the figures come from the sandbox's delivery times, the t
 received the events, its flow-run creation times and the sandbox's submission times. Prints
 p50 and p95. `--warm both` measures each part twice, flow runs started cold (a fresh Python
 process each, NUMERAI_NODES_WARM_START=false) and warm (forked from the stack's zygote), and
-prints the figures side by side.
+prints the figures side by side. Each part also prints the CPU-seconds a run costs each stack
+process (the Prefect server, the runs' own processes, the gateway, the sandbox), and with both
+parts the ratio of ten nodes' submission p50 to one node's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +155,13 @@ def _measure(
     with running_stack(project, home, "  ", warm_start=warm, database_url=database_url) as info:
         _round(info, models)  # warm-up: trains and caches the model
         samples = []
+        cpu: dict[str, list[float]] = {}
         for i in range(rounds):
-            figures = _round(info, models)
+            before = _cpu_seconds(info)
+            figures = _round(info, models)  # returns once every run has ended
+            after = _cpu_seconds(info)
+            for name in after.keys() & before.keys():
+                cpu.setdefault(name, []).append((after[name] - before[name]) / len(models))
             samples += figures
             slowest = max(s for *_, s in figures)
             print(f"  round {i + 1}/{rounds}: slowest webhook → submission {slowest:.1f} s")
@@ -165,6 +173,12 @@ def _measure(
     print(f"{label} ({len(samples)} runs):")
     for name, values in measured.items():
         print(f"  webhook → {name:<17} p50 {_p(values, 50):6.2f} s  p95 {_p(values, 95):6.2f} s")
+    # Where a run's time goes when many share the cores: CPU per run, by process (the runs are
+    # the zygote's or the worker's children; the database, when PostgreSQL, is not counted).
+    spent = {name: statistics.median(values) for name, values in sorted(cpu.items())}
+    print("  CPU-seconds per run (median over rounds): " + ", ".join(
+        f"{name} {seconds:.2f}" for name, seconds in spent.items() if seconds >= 0.005
+    ) + f"; all {sum(spent.values()):.2f}")  # fmt: skip
     return measured
 
 
@@ -196,6 +210,22 @@ def _database(kind: str, root: Path) -> Iterator[str | None]:
 
 def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def _cpu_seconds(info) -> dict[str, float]:
+    """CPU-seconds so far of each stack process with all its descendants: the ones alive, and
+    through their parents' children times the ones already reaped (the zygote's flow runs)."""
+    totals: dict[str, float] = {}
+    for process in info.processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(process.pid)
+            seconds = 0.0
+            for member in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = member.cpu_times()
+                    seconds += t.user + t.system + t.children_user + t.children_system
+            totals[process.name] = seconds
+    return totals
 
 
 def _fresh_fleet(project: Path, home: Path, nodes: int, timeout: float) -> None:
@@ -236,6 +266,7 @@ def main(args: argparse.Namespace) -> None:
         ("one node", ROOT, 1, args.rounds),
         (f"{args.fleet} nodes at once", fleet, args.fleet, args.fleet_rounds),
     )
+    submissions: dict[int, dict[str, list[float]]] = {}
     for label, project, nodes, rounds in parts:
         if rounds <= 0:
             continue
@@ -251,6 +282,12 @@ def main(args: argparse.Namespace) -> None:
                         f"{label}, {key}", project, home, nodes, rounds, warm, url
                     )
         _side_by_side(label, measured)
+        submissions[nodes] = {key: figures["submission"] for key, figures in measured.items()}
+    if len(submissions) == 2:  # P4: the fleet's slowest-in-a-round against one node, per mode
+        one, many = submissions[1], submissions[args.fleet]
+        for key in sorted(one.keys() & many.keys()):
+            ratio = _p(many[key], 50) / _p(one[key], 50)
+            print(f"{args.fleet} nodes / one node, webhook → submission p50, {key}: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
