@@ -236,6 +236,16 @@ class PushPool:
             )
         return push
 
+    def remove(self, pool_name: str, block_name: str) -> list[str]:
+        """`down`'s part for the push kind: the pool if it is a push pool, and the credentials
+        block; one line per thing deleted."""
+        done = []
+        if delete_pool(pool_name, self.type):
+            done.append(f"deleted work pool {pool_name}")
+        if delete_block(block_name, self.block_type):
+            done.append(f"deleted block {self.block_type}/{block_name}")
+        return done
+
     def hint(self, pool_name: str, push: bool, api_url: str | None = None) -> str | None:
         """On Prefect Cloud with a hybrid pool: the line saying a push pool is available."""
         if push or not on_prefect_cloud(api_url):

@@ -43,8 +43,6 @@ from infra.cloud import (
 )
 from infra.pools import (
     block_id_by_name,
-    delete_block,
-    delete_pool,
     read_pool_template,
     require_prefect_api,
     save_block,
@@ -233,10 +231,7 @@ def down(
         delete_stack(aws, stack, settings, progress)
         done.append(f"deleted stack {settings.stack_name}")
     done += remove_pool_and_block(settings.pool_name, ECS, settings.result_block, _BLOCK_TYPE)
-    if delete_pool(settings.pool_name, ECS_PUSH.type):
-        done.append(f"deleted work pool {settings.pool_name}")
-    if delete_block(settings.push_credentials_block, ECS_PUSH.block_type):
-        done.append(f"deleted block {ECS_PUSH.block_type}/{settings.push_credentials_block}")
+    done += ECS_PUSH.remove(settings.pool_name, settings.push_credentials_block)
     return done
 
 

@@ -35,7 +35,6 @@ from infra.cloud import (
 from infra.pools import (
     block_id_by_name,
     delete_block,
-    delete_pool,
     require_prefect_api,
     save_block,
     set_variable,
@@ -269,10 +268,7 @@ def down(
             )
         done.append(f"destroyed the Azure stack in resource group {group}")
     done += remove_pool_and_block(settings.pool_name, POOL_TYPE, settings.results_block, BLOCK_TYPE)
-    if delete_pool(settings.pool_name, ACI_PUSH.type):
-        done.append(f"deleted work pool {settings.pool_name}")
-    if delete_block(settings.push_credentials_block, ACI_PUSH.block_type):
-        done.append(f"deleted block {ACI_PUSH.block_type}/{settings.push_credentials_block}")
+    done += ACI_PUSH.remove(settings.pool_name, settings.push_credentials_block)
     return done
 
 

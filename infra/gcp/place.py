@@ -37,8 +37,6 @@ from infra.gcp.settings import GcpSettings
 from infra.gcp.terraform import Progress, Terraform, no_progress, stack_variables
 from infra.pools import (
     block_id_by_name,
-    delete_block,
-    delete_pool,
     require_prefect_api,
     save_block,
     set_variable,
@@ -239,10 +237,7 @@ def down(
     done += remove_pool_and_block(
         settings.pool_name, POOL_TYPE, settings.results_block, _BLOCK_TYPE
     )
-    if delete_pool(settings.pool_name, CLOUD_RUN_PUSH.type):
-        done.append(f"deleted work pool {settings.pool_name}")
-    if delete_block(settings.push_credentials_block, CLOUD_RUN_PUSH.block_type):
-        done.append(f"deleted block {CLOUD_RUN_PUSH.block_type}/{settings.push_credentials_block}")
+    done += CLOUD_RUN_PUSH.remove(settings.pool_name, settings.push_credentials_block)
     return done
 
 
