@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.local_stack import running_stack  # noqa: E402
 from flows.events import WEBHOOK_RECEIVED  # noqa: E402
 from flows.tournaments import CLASSIC  # noqa: E402
+from infra.local.state import StackInfo  # noqa: E402
 
 
 def _catalogue(project: Path, nodes: int) -> Path:
@@ -212,7 +213,7 @@ def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def _cpu_seconds(info) -> dict[str, float]:
+def _cpu_seconds(info: StackInfo) -> dict[str, float]:
     """CPU-seconds so far of each stack process with all its descendants: the ones alive, and
     through their parents' children times the ones already reaped (the zygote's flow runs)."""
     totals: dict[str, float] = {}
