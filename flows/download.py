@@ -9,6 +9,7 @@ the file into place only once its size matches and it parses.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -25,6 +26,20 @@ from flows.files import PART_SUFFIX
 # Files up to this size are read whole to validate them (live data); larger ones by their footer.
 FULL_CHECK_BYTES = 64 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@functools.cache
+def http() -> httpx.Client:
+    """The process's HTTP client for Numerai's file storage (downloads and uploads).
+
+    One client holds one TLS context and one connection pool for every transfer of a run; each
+    bare `httpx.get`/`httpx.put` builds both anew, and the TLS context alone (loading the CA
+    bundle) costs more CPU than a small live file's transfer. A forked child drops its parent's.
+    """
+    return httpx.Client()
+
+
+os.register_at_fork(after_in_child=http.cache_clear)
 
 
 class _StartOver(NumeraiUnavailable):
@@ -78,7 +93,7 @@ def fetch(
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        with httpx.stream(
+        with http().stream(
             "GET", url, headers=headers, timeout=timeout, follow_redirects=True
         ) as response:
             try:
@@ -119,7 +134,7 @@ def fetch(
 def served_size(url: str, *, timeout: httpx.Timeout) -> int | None:
     """The size the server announces for `url` (it reads the headers, not the body)."""
     try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+        with http().stream("GET", url, timeout=timeout, follow_redirects=True) as response:
             if response.status_code != 200:
                 return None
             length = response.headers.get("content-length")

@@ -355,7 +355,7 @@ class NumeraiClient:
         if compute_id:
             headers["x_compute_id"] = compute_id
         try:
-            response = httpx.put(
+            response = download.http().put(
                 url, content=path.read_bytes(), headers=headers, timeout=self._timeout
             )
         except httpx.HTTPError as exc:

@@ -43,6 +43,7 @@ from uuid import UUID
 
 import numpy
 import prefect.context
+import pydantic
 import prefect.engine
 from prefect.logging.configuration import setup_logging
 from prefect.logging.loggers import flow_run_logger
@@ -58,8 +59,11 @@ PRELOAD = (
     "prefect.task_engine",
     "prefect.deployments.steps",
     "prefect._internal.metrics",
+    "prefect.utilities.visualization",  # the first task call imports it (and graphviz)
+    "anyio._backends._asyncio",  # the first client's event loop imports it
     "pandas",
     "pyarrow.parquet",
+    "pyarrow.dataset",  # the first `pq.read_table` imports it
     "lightgbm",
     "flows.tournament",
     "flows.signals",
@@ -286,11 +290,37 @@ def check_fork_safe() -> None:
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> float:
-    """Import what every flow run needs; returns the seconds it took."""
+    """Import what every flow run needs and build Prefect's API models; returns the seconds it
+    took."""
     started = time.perf_counter()
     for module in modules:
         importlib.import_module(module)
+    build_prefect_models()
     return time.perf_counter() - started
+
+
+def build_prefect_models() -> int:
+    """Build the validators of Prefect's imported pydantic models; returns how many it built.
+
+    Prefect's models (FlowRun, Deployment, WorkPool, Event, ...) are defined before the types they
+    refer to, so pydantic builds each on its first use: in every child, once per run, unless the
+    zygote builds them before it forks.
+    """
+    built = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("prefect."):
+            continue
+        for value in list(vars(module).values()):
+            if (
+                isinstance(value, type)
+                and issubclass(value, pydantic.BaseModel)
+                and value.__module__ == name
+                and not value.__pydantic_complete__
+            ):
+                with contextlib.suppress(pydantic.PydanticUndefinedAnnotation):
+                    value.model_rebuild()
+                    built += 1
+    return built
 
 
 def _listen(path: Path) -> socket.socket:

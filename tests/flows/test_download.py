@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
@@ -26,12 +27,14 @@ class FileStorage:
     def __init__(self) -> None:
         self.script: list[str] = []
         self.requests: list[str | None] = []
+        self.peers: list[int | None] = []  # the client's port: one per TCP connection
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/features.json", self.serve)])
 
     async def serve(self, request: Request) -> Response:
         self.requests.append(request.headers.get("range"))
+        self.peers.append(request.client.port if request.client else None)
         step = self.script.pop(0) if self.script else "ok"
         if step == "503":
             return Response(b"<Error>SlowDown</Error>", status_code=503)
@@ -100,3 +103,24 @@ def test_a_peer_that_never_answers_costs_a_timeout_not_the_round(tmp_path):
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/features.json"
         with pytest.raises(NumeraiUnavailable, match="ReadTimeout"):
             download.fetch(url, tmp_path / "features.json", timeout=httpx.Timeout(0.5))
+
+
+def test_the_transfers_of_a_process_share_one_connection(storage, tmp_path):
+    for name in ("a.json", "b.json"):
+        download.fetch(storage.url, tmp_path / name, timeout=TIMEOUT)
+    assert download.served_size(storage.url, timeout=TIMEOUT) == len(BODY)
+    assert len(storage.peers) == 3 and len(set(storage.peers)) == 1
+
+
+def test_a_forked_child_makes_its_own_client():
+    parent = download.http()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+        os.write(write, b"own" if download.http() is not parent else b"shared")
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"own"
+    os.close(read)
+    assert download.http() is parent

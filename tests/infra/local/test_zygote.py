@@ -144,3 +144,28 @@ def test_a_zygote_with_a_thread_refuses_to_fork():
         check_fork_safe()
     except NotForkSafe as exc:
         assert "stray" not in str(exc)
+
+
+def test_after_the_preload_no_prefect_model_is_left_for_a_child_to_build():
+    # In a fresh interpreter, as the zygote starts: pydantic defers Prefect's models (FlowRun,
+    # Deployment, Event...) to their first use, which would be in every forked child.
+    script = """
+import sys, threading, pydantic
+from infra.local import zygote
+zygote.preload()
+left = [
+    value.__name__
+    for name, module in list(sys.modules.items()) if module and name.startswith("prefect.")
+    for value in vars(module).values()
+    if isinstance(value, type) and issubclass(value, pydantic.BaseModel)
+    and value.__module__ == name and not value.__pydantic_complete__
+]
+from prefect.client.schemas.objects import FlowRun
+print(len(left), FlowRun.__pydantic_complete__, "pyarrow.dataset" in sys.modules,
+      threading.active_count())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True", "True", "1"]
