@@ -43,8 +43,8 @@ from uuid import UUID
 
 import numpy
 import prefect.context
-import pydantic
 import prefect.engine
+import pydantic
 from prefect.logging.configuration import setup_logging
 from prefect.logging.loggers import flow_run_logger
 

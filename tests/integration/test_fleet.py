@@ -29,7 +29,7 @@ from flows.settings import API_URL_ENV, HOME_ENV
 from flows.store import ModelRecord, model_store
 from infra.local import prefect_setup
 from infra.local.round import open_round
-from infra.local.stack import LocalStack, StackSettings
+from infra.local.stack import RECORDING_LAG_SECONDS, LocalStack, StackSettings
 from tests.integration.local_stack import fleet_declarations, fleet_project, logs
 from tests.integration.servers import free_port
 
@@ -257,11 +257,18 @@ def test_down_stops_every_worker(fleet):
 
 
 def _task_names(fleet: Fleet, runs: list[dict]) -> dict[str, list[str]]:
+    """Each run's task names, once the server has recorded every run's last task (it records
+    task runs from their events, in batches)."""
     query = {"flow_runs": {"id": {"any_": [r["id"] for r in runs]}}, "limit": 200}
-    names: dict[str, list[str]] = {r["id"]: [] for r in runs}
-    for task in fleet.post("task_runs/filter", query):
-        names[task["flow_run_id"]].append(task["name"])
-    return names
+    deadline = time.monotonic() + 10 * RECORDING_LAG_SECONDS
+    while True:
+        names: dict[str, list[str]] = {r["id"]: [] for r in runs}
+        for task in fleet.post("task_runs/filter", query):
+            names[task["flow_run_id"]].append(task["name"])
+        recorded = all(any(n.startswith("report") for n in found) for found in names.values())
+        if recorded or time.monotonic() > deadline:
+            return names
+        time.sleep(0.2)
 
 
 def _summaries(fleet: Fleet, runs: list[dict]) -> dict[str, str]:

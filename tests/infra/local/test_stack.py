@@ -11,10 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prefect.settings import Settings
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from infra.local.stack import LocalStack, PortInUse, StackSettings
+from infra.local.stack import RECORDING_LAG_SECONDS, LocalStack, PortInUse, StackSettings
 
 PROJECT = Path(__file__).parents[3]
 runner = CliRunner()
@@ -52,6 +53,22 @@ def test_database_url_must_be_postgres_and_stays_secret(monkeypatch: pytest.Monk
     assert "NUMERAI_NODES_DATABASE_URL" in _text(result)
     assert "PostgreSQL" in _text(result)
     assert "hunter2" not in result.output
+
+
+def test_the_server_records_events_in_batches_unless_the_environment_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE", "7")
+    stack = LocalStack(StackSettings(home=tmp_path / "home", _env_file=None), project_dir=tmp_path)
+    env = stack._server_env()
+    for key, value in env.items():  # as the server reads them: Prefect's own setting names
+        if key.startswith("PREFECT_SERVER_SERVICES_"):
+            monkeypatch.setenv(key, value)
+    services = Settings().server.services
+    assert services.task_run_recorder.batch_size == 7  # the environment's
+    assert services.task_run_recorder.flush_interval == RECORDING_LAG_SECONDS
+    assert services.event_persister.batch_size == 100
+    assert services.event_persister.flush_interval == RECORDING_LAG_SECONDS
 
 
 def test_status_and_down_without_a_stack(tmp_path: Path) -> None:
