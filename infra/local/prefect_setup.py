@@ -24,6 +24,24 @@ from infra.pools import set_default, upsert_pool
 WORKER_NAME = "numerai-nodes-local"
 _LOG_TAIL_LINES = 20
 
+# Prefect's server writes each task-run event in a transaction of its own, and other events in
+# twenties every 5 s. A round of ten nodes sends hundreds within seconds (a run's 12 tasks make
+# 36): batched, the server spends about a quarter less CPU per run (benchmarks/round_day.py),
+# and a task's state reaches the API and the UI at most RECORDING_LAG_SECONDS after its event.
+# Each is Prefect's own setting: one set in the environment wins.
+RECORDING_LAG_SECONDS = 1
+_RECORDING_BATCHES = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": str(RECORDING_LAG_SECONDS),
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": str(RECORDING_LAG_SECONDS),
+}
+
+
+def recording_batches(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's settings for recording events in batches, `environ`'s where it has them."""
+    return {key: environ.get(key, value) for key, value in _RECORDING_BATCHES.items()}
+
 
 class Deployable(Protocol):
     """A deployment of prefect.yaml: a node, or a training."""

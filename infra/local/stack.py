@@ -40,19 +40,6 @@ __all__ = ["LocalStack", "PortInUse", "StackAlreadyUp", "StackError", "StackInfo
 LOG_TAIL_LINES = 20
 _SECRET_ENV = ("PREFECT_API_DATABASE_CONNECTION_URL",)
 
-# Prefect's server writes each task-run event in a transaction of its own, and other events in
-# twenties every 5 s. A round of ten nodes sends hundreds within seconds (a run's 12 tasks make
-# 36): batched, the server spends about a quarter less CPU per run (benchmarks/round_day.py),
-# and a task's state reaches the API and the UI at most RECORDING_LAG_SECONDS after its event.
-# Each is Prefect's own setting: one set in the environment wins.
-RECORDING_LAG_SECONDS = 1
-_SERVER_BATCHING = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": str(RECORDING_LAG_SECONDS),
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": str(RECORDING_LAG_SECONDS),
-}
-
 
 class PortInUse(StackError):
     """A port the stack needs is taken."""
@@ -442,7 +429,7 @@ class LocalStack:
                 # follows a run's logs through Prefect's logs subscriber.
                 "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
                 "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
-                **{key: os.environ.get(key, value) for key, value in _SERVER_BATCHING.items()},
+                **prefect_setup.recording_batches(os.environ),
                 # A sandbox rehearsal keeps its own clock: its server schedules no runs at
                 # Numerai's hours (turning the schedules off after deploying races with the
                 # scheduler, which could still add a batch of runs).

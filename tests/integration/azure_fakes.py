@@ -470,11 +470,18 @@ class ContainerGroup:
         return body
 
     def logs(self, tail: int | None) -> str:
-        """The log lines so far, each stamped with when the fake first read it (as ACI does)."""
+        """The log lines so far, each with its own timestamp, in order, as ACI stamps them (to
+        the nanosecond). The fake stamps a line when it first reads it, a microsecond apart:
+        prefect-azure streams only the lines stamped after the last one it showed, so lines
+        sharing a stamp would be dropped after the first."""
         if self.log_path.exists():
             lines = self.log_path.read_text(errors="replace").splitlines()
-            stamp = _iso(_now())
-            self._log_lines += [f"{stamp} {line}" for line in lines[len(self._log_lines) :]]
+            now = _now()
+            self._log_lines += [
+                f"{(now + datetime.timedelta(microseconds=i)).isoformat().replace('+00:00', 'Z')}"
+                f" {line}"
+                for i, line in enumerate(lines[len(self._log_lines) :])
+            ]
         shown = self._log_lines[-tail:] if tail else self._log_lines
         return "\n".join(shown)
 

@@ -28,8 +28,9 @@ from flows.entrypoints import TOURNAMENT_FLOW, TRAINING_FLOW
 from flows.settings import API_URL_ENV, HOME_ENV
 from flows.store import ModelRecord, model_store
 from infra.local import prefect_setup
+from infra.local.prefect_setup import RECORDING_LAG_SECONDS
 from infra.local.round import open_round
-from infra.local.stack import RECORDING_LAG_SECONDS, LocalStack, StackSettings
+from infra.local.stack import LocalStack, StackSettings
 from tests.integration.local_stack import fleet_declarations, fleet_project, logs
 from tests.integration.servers import free_port
 

@@ -15,7 +15,8 @@ from prefect.settings import Settings
 from typer.testing import CliRunner
 
 from deployments.cli import app
-from infra.local.stack import RECORDING_LAG_SECONDS, LocalStack, PortInUse, StackSettings
+from infra.local.prefect_setup import RECORDING_LAG_SECONDS
+from infra.local.stack import LocalStack, PortInUse, StackSettings
 
 PROJECT = Path(__file__).parents[3]
 runner = CliRunner()
