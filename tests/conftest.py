@@ -33,6 +33,24 @@ from prefect.settings import PREFECT_API_URL  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first: those building or running containers, then the other
+    integration modules (tens of seconds to minutes each), then the rest.
+
+    pytest-xdist hands each worker whole files in this order (`--no-loadscope-reorder`; its
+    default order is by number of tests, which puts these few-test modules last). Short modules
+    then fill the end of the run, and two workers finish together instead of one running a long
+    module alone.
+    """
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("container"):
+            return 0
+        return 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One Prefect API for the session (prefect_test_harness: a real server on SQLite)."""
