@@ -299,14 +299,13 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> float:
     return time.perf_counter() - started
 
 
-def build_prefect_models() -> int:
-    """Build the validators of Prefect's imported pydantic models; returns how many it built.
+def build_prefect_models() -> None:
+    """Build the validators of Prefect's imported pydantic models.
 
     Prefect's models (FlowRun, Deployment, WorkPool, Event, ...) are defined before the types they
     refer to, so pydantic builds each on its first use: in every child, once per run, unless the
     zygote builds them before it forks.
     """
-    built = 0
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith("prefect."):
             continue
@@ -319,8 +318,6 @@ def build_prefect_models() -> int:
             ):
                 with contextlib.suppress(pydantic.PydanticUndefinedAnnotation):
                     value.model_rebuild()
-                    built += 1
-    return built
 
 
 def _listen(path: Path) -> socket.socket:

@@ -54,8 +54,8 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _iso(moment: datetime.datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(moment: datetime.datetime, timespec: str = "milliseconds") -> str:
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _audience(scope_or_resource: str) -> str:
@@ -478,8 +478,7 @@ class ContainerGroup:
             lines = self.log_path.read_text(errors="replace").splitlines()
             now = _now()
             self._log_lines += [
-                f"{(now + datetime.timedelta(microseconds=i)).isoformat().replace('+00:00', 'Z')}"
-                f" {line}"
+                f"{_iso(now + datetime.timedelta(microseconds=i), 'microseconds')} {line}"
                 for i, line in enumerate(lines[len(self._log_lines) :])
             ]
         shown = self._log_lines[-tail:] if tail else self._log_lines

@@ -127,30 +127,29 @@ def build(
     """Build the project's Dockerfile as `image`, from the stand-in bases, with the host network
     (the image installs from the package registry). With `dockerfile`, that file instead, with
     its directory as the context and `build_args` (e.g. an example's image over the node's)."""
-    with FileLock(_BUILD_LOCK, timeout=2 * _BUILD_TIMEOUT_SECONDS):
-        started = time.monotonic()
+    if dockerfile is None:
+        build_args = {"PYTHON_IMAGE": PYTHON_STAND_IN, "UV_IMAGE": UV_STAND_IN} | (build_args or {})
+        context = [str(project)]
+    else:
+        context = ["--file", str(dockerfile), str(dockerfile.parent)]
+    bases = [f"{name}={value}" for name, value in (build_args or {}).items()]
+    lock = FileLock(_BUILD_LOCK, timeout=2 * _BUILD_TIMEOUT_SECONDS)
+    with lock, tempfile.TemporaryDirectory() as scratch:
         if dockerfile is None:
             ensure_base_images()
-            build_args = {"PYTHON_IMAGE": PYTHON_STAND_IN, "UV_IMAGE": UV_STAND_IN} | (
-                build_args or {}
-            )
-            context = [str(project)]
-        else:
-            context = ["--file", str(dockerfile), str(dockerfile.parent)]
-        bases = [f"{name}={value}" for name, value in (build_args or {}).items()]
-        with tempfile.TemporaryDirectory() as scratch:
-            uv_config = Path(scratch) / "uv.toml"
-            uv_config.write_text("native-tls = true\n")  # trust the system bundle mounted below
-            mounts = [f"{uv_config}:/etc/uv/uv.toml:ro"]
-            if _CA_BUNDLE.is_file():
-                mounts.append(f"{_CA_BUNDLE}:{_CA_BUNDLE}:ro")
-            _run(
-                [*podman(), "build", "--network", "host", *ulimits(), "--tag", image]
-                + [arg for base in bases for arg in ("--build-arg", base)]
-                + [arg for mount in mounts for arg in ("--volume", mount)]
-                + context,
-                timeout=_BUILD_TIMEOUT_SECONDS,
-            )
+        started = time.monotonic()
+        uv_config = Path(scratch) / "uv.toml"
+        uv_config.write_text("native-tls = true\n")  # trust the system bundle mounted below
+        mounts = [f"{uv_config}:/etc/uv/uv.toml:ro"]
+        if _CA_BUNDLE.is_file():
+            mounts.append(f"{_CA_BUNDLE}:{_CA_BUNDLE}:ro")
+        _run(
+            [*podman(), "build", "--network", "host", *ulimits(), "--tag", image]
+            + [arg for base in bases for arg in ("--build-arg", base)]
+            + [arg for mount in mounts for arg in ("--volume", mount)]
+            + context,
+            timeout=_BUILD_TIMEOUT_SECONDS,
+        )
     seconds = time.monotonic() - started
     size = _run([*podman(), "image", "inspect", image, "--format", "{{.Size}}"])
     return Build(image, int(size.strip()), seconds)
