@@ -17,13 +17,24 @@ from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL
 
 
-def task_runs(flow_state) -> list[TaskRun]:
-    """Every task run of the flow run that ended in `flow_state`."""
+def task_runs(flow_state, timeout: float = 10) -> list[TaskRun]:
+    """Every task run of the flow run that ended in `flow_state`, each in its final state.
+
+    The server records task runs from the events the run sent, after the run has ended: the
+    events are sent first, then read until no recorded task run is still short of its end.
+    """
     run_id = flow_state.state_details.flow_run_id
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        return client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        )
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+            settled = all(run.state and run.state.is_final() for run in runs)
+            if settled or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.2)
 
 
 def task_states(flow_state) -> dict[str, list[str]]:
